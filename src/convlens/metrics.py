@@ -1,0 +1,130 @@
+"""Verification metrics on pair distances (lower = more alike): ROC, TAR at FAR, EER, accuracy.
+
+Scores where higher means "same" (a classifier's probability) go in negated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from convlens.errors import ConvlensError
+
+
+def all_pairs(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Squared-free Euclidean distance and same-identity flag for every unordered pair."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    labels = np.asarray(labels)
+    sq = (x * x).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    i, j = np.triu_indices(len(x), k=1)
+    return np.sqrt(d2[i, j]), labels[i] == labels[j]
+
+
+@dataclass
+class RocCurve:
+    thresholds: np.ndarray  # accept a pair when distance <= threshold
+    far: np.ndarray  # impostor pairs accepted / impostor pairs
+    tar: np.ndarray  # genuine pairs accepted / genuine pairs
+
+
+def roc_curve(distances: np.ndarray, same: np.ndarray) -> RocCurve:
+    distances = np.asarray(distances, dtype=np.float64)
+    same = np.asarray(same, dtype=bool)
+    n_gen, n_imp = int(same.sum()), int((~same).sum())
+    if n_gen == 0 or n_imp == 0:
+        raise ConvlensError(
+            f"need genuine and impostor pairs for a ROC (got {n_gen} genuine, {n_imp} impostor)"
+        )
+    order = np.argsort(distances, kind="stable")
+    d, s = distances[order], same[order]
+    # One point per distinct distance: everything up to and including it is accepted.
+    last = np.r_[np.nonzero(np.diff(d))[0], len(d) - 1]
+    tar = np.cumsum(s)[last] / n_gen
+    far = np.cumsum(~s)[last] / n_imp
+    return RocCurve(np.r_[-np.inf, d[last]], np.r_[0.0, far], np.r_[0.0, tar])
+
+
+def tar_at_far(distances: np.ndarray, same: np.ndarray, far: float) -> tuple[float, float]:
+    """Highest TAR whose FAR does not exceed `far`, and the threshold that gives it."""
+    curve = roc_curve(distances, same)
+    ok = np.nonzero(curve.far <= far)[0]
+    k = ok[-1]
+    return float(curve.tar[k]), float(curve.thresholds[k])
+
+
+def equal_error_rate(distances: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """EER (where FAR meets 1-TAR) and its threshold."""
+    curve = roc_curve(distances, same)
+    frr = 1.0 - curve.tar
+    k = int(np.argmin(np.abs(curve.far - frr)))
+    return float((curve.far[k] + frr[k]) / 2.0), float(curve.thresholds[k])
+
+
+def best_accuracy(distances: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """Best pair accuracy over thresholds, and the threshold (midpoint between distances)."""
+    curve = roc_curve(distances, same)
+    same = np.asarray(same, dtype=bool)
+    n_gen, n_imp = same.sum(), (~same).sum()
+    correct = curve.tar * n_gen + (1.0 - curve.far) * n_imp
+    k = int(np.argmax(correct))
+    return float(correct[k] / (n_gen + n_imp)), float(curve.thresholds[k])
+
+
+def verification_report(
+    distances: np.ndarray, same: np.ndarray, fars: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
+) -> dict:
+    """EER, best accuracy and TAR at each FAR, with thresholds, as a JSON-ready dict.
+
+    A FAR below 1/impostor-pairs cannot be measured; it is reported with "measurable": false.
+    """
+    same = np.asarray(same, dtype=bool)
+    eer, eer_t = equal_error_rate(distances, same)
+    acc, acc_t = best_accuracy(distances, same)
+    n_imp = int((~same).sum())
+    report = {
+        "genuine_pairs": int(same.sum()),
+        "impostor_pairs": n_imp,
+        "eer": eer,
+        "eer_threshold": eer_t,
+        "best_accuracy": acc,
+        "best_accuracy_threshold": acc_t,
+        "tar_at_far": {},
+    }
+    for far in fars:
+        tar, t = tar_at_far(distances, same, far)
+        report["tar_at_far"][f"{far:g}"] = {
+            "tar": tar,
+            "threshold": t,
+            "measurable": far * n_imp >= 1.0,
+        }
+    return report
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike) -> None:
+    """ROC (TAR vs FAR, log FAR axis) and DET (FRR vs FAR, log-log) side by side in a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_roc, ax_det) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, (distances, same) in curves.items():
+        c = roc_curve(distances, same)
+        eer, _ = equal_error_rate(distances, same)
+        keep = c.far > 0
+        ax_roc.plot(c.far[keep], c.tar[keep], label=f"{name} (EER {eer:.3%})")
+        frr = 1.0 - c.tar
+        keep = (c.far > 0) & (frr > 0)
+        ax_det.plot(c.far[keep], frr[keep], label=name)
+    ax_roc.set(xscale="log", xlabel="false accept rate", ylabel="true accept rate", title="ROC")
+    ax_det.set(xscale="log", yscale="log", xlabel="false accept rate", ylabel="false reject rate")
+    ax_det.set_title("DET")
+    for ax in (ax_roc, ax_det):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

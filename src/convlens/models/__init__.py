@@ -1,0 +1,1 @@
+"""Model code shared by every capability: network definitions, weight loaders, registry."""

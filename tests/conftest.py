@@ -1,0 +1,32 @@
+"""Shared fixtures: the data folder beside the checkout, skipped cleanly when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(__import__("os").environ.get("CONVLENS_SHARED", ROOT.parent / "shared")) / "data"
+
+
+def _shared(sub: str) -> Path:
+    path = SHARED / sub
+    if not path.is_dir():
+        pytest.skip(f"shared data {path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    return _shared("faces/photos")
+
+
+@pytest.fixture(scope="session")
+def orl_dir() -> Path:
+    return _shared("faces/orl")
+
+
+@pytest.fixture(scope="session")
+def styles_dir() -> Path:
+    return _shared("styles")
