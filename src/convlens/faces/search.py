@@ -1,0 +1,266 @@
+"""Nearest-neighbour search over face embeddings: exact for small galleries, FAISS IVF above.
+
+Exact search (`exact_knn`) is a chunked matrix product in torch: squared distances by
+|q|² + |v|² − 2 q·v per chunk, a running top-k, then the winners' distances recomputed
+directly from the differences so that small distances carry no cancellation error.
+
+Above `ANN_MIN_SIZE` embeddings a FAISS inverted-file index with 8-bit scalar-quantised
+codes (`IndexIVFScalarQuantizer`) gives a shortlist that the caller re-ranks exactly with the
+float32 vectors (`AnnIndex.search` takes a `fetch` callback that returns them). Why IVF and
+not HNSW: IVF lists support real `add_with_ids` / `remove_ids`, so enrolling adds and
+forgetting *erases* the person's codes from the index at once — no tombstones that keep
+biometric data around until a rebuild — and building it for 10⁶ vectors takes seconds, not
+the minutes HNSW takes on two cores. The coarse quantizer is trained once; the index is rebuilt
+from the database only when it is missing, belongs to another gallery, or the gallery has grown
+past `REBUILD_GROWTH` times the size it was trained for (lists get long, search slows).
+
+The index file is a single file written atomically (temporary file + rename): a magic line, a
+JSON header (gallery uuid, last change-log sequence applied, size trained for) and the FAISS
+bytes. The gallery keeps a change log (embedding id, +1 added / −1 removed); an index that is
+behind catches up from the log instead of being rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from convlens.errors import ConvlensError
+
+# Measured in benchmarks/search.py (see benchmarks/results/search.md): exact torch search
+# costs ~1 ms per 10⁴ vectors on one core, the IVF index ~1 ms flat; the crossover is
+# around 5·10⁴ and the index pays its training time back quickly after that.
+ANN_MIN_SIZE = 50_000
+REBUILD_GROWTH = 4.0
+INDEX_MAGIC = b"convlens-ivf-index 1\n"
+
+if TYPE_CHECKING:
+    import torch
+
+
+def exact_knn(
+    queries: np.ndarray | torch.Tensor,
+    vectors: torch.Tensor,
+    k: int,
+    chunk: int = 262_144,
+    vec_sq: torch.Tensor | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows of `vectors` for each query: (distances (m, k), indices (m, k)).
+
+    Euclidean distances, ascending. k is clipped to the number of vectors.
+    """
+    import torch
+
+    q = torch.as_tensor(np.asarray(queries, dtype=np.float32)).reshape(-1, vectors.shape[1])
+    n = vectors.shape[0]
+    k = min(k, n)
+    m = q.shape[0]
+    if n == 0 or k == 0:
+        return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
+    if vec_sq is None:
+        vec_sq = (vectors * vectors).sum(1)
+    q_sq = (q * q).sum(1, keepdim=True)
+    best_d = torch.full((m, 0), float("inf"))
+    best_i = torch.zeros((m, 0), dtype=torch.int64)
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            v = vectors[start : start + chunk]
+            d2 = torch.addmm(q_sq + vec_sq[start : start + chunk], q, v.T, alpha=-2.0)
+            kk = min(k, v.shape[0])
+            d, i = torch.topk(d2, kk, dim=1, largest=False)
+            best_d = torch.cat([best_d, d], 1)
+            best_i = torch.cat([best_i, i + start], 1)
+            if best_d.shape[1] > k:
+                best_d, j = torch.topk(best_d, k, dim=1, largest=False)
+                best_i = torch.gather(best_i, 1, j)
+        # Recompute the winners exactly (q − v)², then sort by the exact distance.
+        diff = vectors[best_i] - q[:, None, :]
+        exact = diff.pow(2).sum(-1).sqrt()
+        exact, j = torch.sort(exact, dim=1)
+        best_i = torch.gather(best_i, 1, j)
+    return exact.numpy(), best_i.numpy()
+
+
+def exact_person_distances(
+    queries: np.ndarray, vectors: torch.Tensor, person_index: torch.Tensor, n_people: int
+) -> np.ndarray:
+    """(m, n_people) distance from each query to each person's nearest embedding (min rule)."""
+    import torch
+
+    q = torch.as_tensor(np.asarray(queries, dtype=np.float32)).reshape(-1, vectors.shape[1])
+    with torch.no_grad():
+        d2 = torch.cdist(q, vectors, compute_mode="use_mm_for_euclid_dist").pow(2)
+        out = torch.full((q.shape[0], n_people), float("inf"))
+        idx = person_index[None, :].expand_as(d2)
+        out = out.scatter_reduce(1, idx, d2, reduce="amin")
+    return out.clamp_min(0).sqrt().numpy()
+
+
+@dataclass
+class IndexHeader:
+    gallery_uuid: str
+    seq: int  # last change-log sequence number applied
+    trained_for: int  # gallery size when the coarse quantizer was trained
+    nlist: int
+    dim: int
+
+
+def choose_nlist(n: int) -> int:
+    """About 4·√n inverted lists, a power of two between 64 and 16384."""
+    target = 4.0 * np.sqrt(max(n, 1))
+    return int(2 ** np.clip(round(np.log2(target)), 6, 14))
+
+
+class AnnIndex:
+    """FAISS IVF-SQ8 index of embedding ids, persisted beside the gallery database."""
+
+    def __init__(self, index, header: IndexHeader):
+        self.index = index
+        self.header = header
+        self.nprobe = default_nprobe(header.nlist)
+        self.dirty = False
+
+    # -- building and persistence ------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls, ids: np.ndarray, vectors: np.ndarray, gallery_uuid: str, seq: int, seed: int = 0
+    ) -> AnnIndex:
+        import faiss
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = vectors.shape
+        nlist = choose_nlist(n)
+        quantizer = faiss.IndexFlatL2(dim)
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2
+        )
+        rng = np.random.default_rng(seed)
+        sample = vectors[rng.choice(n, min(n, 64 * nlist), replace=False)]
+        index.cp.seed = seed
+        index.train(sample)
+        index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+        return cls(index, IndexHeader(gallery_uuid, seq, n, nlist, dim))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: a crash leaves either the old file or the new one."""
+        import faiss
+
+        path = Path(path)
+        blob = faiss.serialize_index(self.index)
+        header = json.dumps(self.header.__dict__).encode() + b"\n"
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(INDEX_MAGIC)
+                f.write(header)
+                f.write(memoryview(blob))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.dirty = False
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AnnIndex | None:
+        """The index in `path`, or None when it is missing or unreadable (it gets rebuilt)."""
+        import faiss
+
+        try:
+            with open(path, "rb") as f:
+                if f.readline() != INDEX_MAGIC:
+                    return None
+                header = IndexHeader(**json.loads(f.readline()))
+                blob = np.frombuffer(f.read(), dtype=np.uint8)
+            index = faiss.deserialize_index(blob)
+        except (OSError, ValueError, TypeError, RuntimeError):
+            return None
+        return cls(index, header)
+
+    # -- updates -----------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+            )
+            self.dirty = True
+
+    def remove(self, ids: np.ndarray) -> int:
+        import faiss
+
+        if not len(ids):
+            return 0
+        removed = self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
+        self.dirty = True
+        return int(removed)
+
+    def needs_rebuild(self, gallery_size: int) -> bool:
+        return gallery_size > REBUILD_GROWTH * max(self.header.trained_for, 1)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def shortlist(self, queries: np.ndarray, n: int) -> np.ndarray:
+        """(m, n) candidate ids, −1 where fewer were found."""
+        self.index.nprobe = self.nprobe
+        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(-1, self.header.dim))
+        _, ids = self.index.search(q, n)
+        return ids
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        fetch: Callable[[np.ndarray], np.ndarray],
+        shortlist: int = 64,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (distances, ids) per query: IVF shortlist re-ranked with exact float32 vectors.
+
+        fetch(ids) returns the float32 vectors of those ids (rows in the same order).
+        """
+        q = np.asarray(queries, dtype=np.float32).reshape(-1, self.header.dim)
+        cand = self.shortlist(q, max(shortlist, k))
+        out_d = np.full((len(q), k), np.inf, np.float32)
+        out_i = np.full((len(q), k), -1, np.int64)
+        for row, (qv, ids) in enumerate(zip(q, cand, strict=True)):
+            ids = ids[ids >= 0]
+            if not len(ids):
+                continue
+            vecs = fetch(ids)
+            d = np.sqrt(((vecs - qv) ** 2).sum(1))
+            order = np.argsort(d, kind="stable")[:k]
+            out_d[row, : len(order)] = d[order]
+            out_i[row, : len(order)] = ids[order]
+        return out_d, out_i
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists probed per query: measured in benchmarks/search.py for recall ≥ 0.995."""
+    return max(8, nlist // 64)
+
+
+def check_vectors(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
+    """Embeddings as a (n, D) float32 C-contiguous array; refuses NaN/inf and wrong widths."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise ConvlensError(f"embeddings must be a (n, D) array, got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ConvlensError(f"embeddings have {arr.shape[1]} components; this gallery has {dim}")
+    if not np.isfinite(arr).all():
+        raise ConvlensError("embeddings contain NaN or infinite values")
+    return np.ascontiguousarray(arr)
