@@ -1,0 +1,586 @@
+"""Receptive fields from the layer stack: which input box each unit of each layer sees.
+
+Every named module's output gets a `ReceptiveField`: per spatial axis a (jump, start, size)
+triple, so unit i covers input pixels [start + i*jump, start + i*jump + size) on that axis.
+They are propagated through the network with torch.fx, one module level at a time, while the
+network runs on an example input (the real tensors give every node's shape):
+
+- convolutions and pooling (module or functional): kernel, stride, padding, dilation;
+- explicit padding (nn.ZeroPad2d & co., F.pad) and spatial slicing `x[..., a:b, c:d]`;
+- ops with several spatial inputs (residual adds, concatenation along channels): the union of
+  the inputs' fields, so a residual block's output sees what either branch sees;
+- element-wise ops (activations, batch norm, dropout): the field passes through;
+- anything that removes the spatial axes (flatten, linear, global pooling): the whole input.
+
+Exactness notes: (1) the box counts pixels outside the image (padding); `box()` clips it to the
+image, `box(clip=False)` does not. (2) An input broadcast from 1x1 to a larger map (the gate of
+a squeeze-and-excitation block, a per-channel scale) is not treated as spatial: strictly such a
+gate makes every unit depend on the whole image, but the unit's spatial pattern still comes from
+its local field, which is what a patch should show. (3) Ops the rules do not know that change
+the spatial size (interpolation, transposed convolution) make the field unknown from there on.
+A module fx cannot trace is treated as a chain of its children in call order, with a warning.
+"""
+
+from __future__ import annotations
+
+import inspect as pyinspect
+import operator
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from convlens.errors import ConvlensError
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One spatial axis: unit i covers input coordinates [start + i*jump, ... + size)."""
+
+    jump: int
+    start: int
+    size: int
+
+    def window(self, k: int, stride: int, pad: int, dilation: int) -> Axis:
+        return Axis(
+            self.jump * stride,
+            self.start - pad * self.jump,
+            self.size + (k - 1) * dilation * self.jump,
+        )
+
+    def shift(self, offset: int) -> Axis:
+        return Axis(self.jump, self.start + offset * self.jump, self.size)
+
+
+def _union_axis(axes: list[Axis]) -> Axis:
+    if len({a.jump for a in axes}) != 1:
+        raise _Unknown(f"branches with different strides meet ({sorted({a.jump for a in axes})})")
+    start = min(a.start for a in axes)
+    end = max(a.start + a.size for a in axes)
+    return Axis(axes[0].jump, start, end - start)
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Receptive field of a layer's units in network-input pixels.
+
+    `h`/`w` is None when the units see the whole input on that axis (after flatten, linear or
+    global pooling). `unknown` holds the reason when the field could not be derived.
+    """
+
+    h: Axis | None
+    w: Axis | None
+    unknown: str | None = None
+
+    @property
+    def is_global(self) -> bool:
+        return self.unknown is None and self.h is None and self.w is None
+
+    def box(
+        self, y: int, x: int, height: int, width: int, clip: bool = True
+    ) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right), half-open, of unit (y, x) in a height x width input."""
+        if self.unknown:
+            raise ConvlensError(f"receptive field unknown: {self.unknown}")
+        top, bottom = _span(self.h, y, height)
+        left, right = _span(self.w, x, width)
+        if clip:
+            top, left = max(top, 0), max(left, 0)
+            bottom, right = min(bottom, height), min(right, width)
+        return top, left, bottom, right
+
+    def describe(self) -> str:
+        if self.unknown:
+            return "unknown"
+        if self.is_global:
+            return "whole input"
+        h = "all" if self.h is None else str(self.h.size)
+        w = "all" if self.w is None else str(self.w.size)
+        jh = "-" if self.h is None else str(self.h.jump)
+        jw = "-" if self.w is None else str(self.w.jump)
+        size = h if h == w else f"{h}x{w}"
+        jump = jh if jh == jw else f"{jh}x{jw}"
+        return f"{size} px, stride {jump}"
+
+    def to_json(self) -> dict:
+        if self.unknown:
+            return {"unknown": self.unknown}
+        out = {}
+        for name, ax in (("h", self.h), ("w", self.w)):
+            out[name] = (
+                None if ax is None else {"jump": ax.jump, "start": ax.start, "size": ax.size}
+            )
+        return out
+
+
+def _span(ax: Axis | None, i: int, n: int) -> tuple[int, int]:
+    if ax is None:
+        return 0, n
+    lo = ax.start + i * ax.jump
+    return lo, lo + ax.size
+
+
+IDENTITY = ReceptiveField(Axis(1, 0, 1), Axis(1, 0, 1))
+GLOBAL = ReceptiveField(None, None)
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else _raise(f"bad 2-D parameter {v}")
+    return int(v), int(v)
+
+
+def _raise(msg):
+    raise _Unknown(msg)
+
+
+def _window(rf: ReceptiveField, k, stride, pad, dilation) -> ReceptiveField:
+    """Conv/pool window on both axes; `pad` is (top, left) padding."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(v) for v in (k, stride, pad, dilation))
+    h = None if rf.h is None else rf.h.window(kh, sh, ph, dh)
+    w = None if rf.w is None else rf.w.window(kw, sw, pw, dw)
+    return ReceptiveField(h, w)
+
+
+def _same_padding(k, dilation) -> tuple[int, int]:
+    # torch pads (total // 2) before and the rest after for padding="same".
+    (kh, kw), (dh, dw) = _pair(k), _pair(dilation)
+    return dh * (kh - 1) // 2, dw * (kw - 1) // 2
+
+
+def _conv_padding(padding, k, dilation):
+    if padding == "same":
+        return _same_padding(k, dilation)
+    if padding == "valid":
+        return 0, 0
+    return _pair(padding)
+
+
+def _pad(rf: ReceptiveField, pad: tuple[int, ...]) -> ReceptiveField:
+    """F.pad-style (left, right, top, bottom, ...) padding; only the leading pads move the field."""
+    left = int(pad[0]) if len(pad) >= 2 else 0
+    top = int(pad[2]) if len(pad) >= 4 else 0
+    h = None if rf.h is None else rf.h.shift(-top)
+    w = None if rf.w is None else rf.w.shift(-left)
+    return ReceptiveField(h, w)
+
+
+def _spatial(t) -> tuple[int, int] | None:
+    return tuple(t.shape[-2:]) if isinstance(t, torch.Tensor) and t.dim() == 4 else None
+
+
+def _generic(inputs: list[tuple[torch.Tensor, ReceptiveField]], out) -> ReceptiveField | None:
+    """Ops without a geometric rule: union of the fields of the inputs at the output's size."""
+    known = [(t, rf) for t, rf in inputs if isinstance(rf, ReceptiveField)]
+    if not known or not isinstance(out, torch.Tensor):
+        return None
+    for _, rf in known:
+        if rf.unknown:
+            return rf
+    out_hw = _spatial(out)
+    if out_hw is None:
+        return GLOBAL  # spatial axes gone (flatten, linear, mean over H, W)
+    # Inputs at the output's size are the spatial sources; a 1x1 input broadcast onto a larger
+    # map is a per-channel gate (see the module docstring) and does not count.
+    rfs = [rf for t, rf in known if _spatial(t) == out_hw]
+    if not rfs:
+        if out_hw == (1, 1):
+            return GLOBAL  # a reduction over the spatial axes
+        sizes = ", ".join(sorted({str(_spatial(t)) for t, _ in known}))
+        raise _Unknown(f"an op changes the spatial size from {sizes} to {out_hw}")
+    if any(rf.is_global for rf in rfs):
+        return GLOBAL
+    return ReceptiveField(
+        None if rfs[0].h is None else _union_axis([rf.h for rf in rfs]),
+        None if rfs[0].w is None else _union_axis([rf.w for rf in rfs]),
+    )
+
+
+def _adaptive(rf: ReceptiveField, inp, out) -> ReceptiveField:
+    (ih, iw), (oh, ow) = _spatial(inp), _spatial(out)
+    if (oh, ow) == (1, 1) or ih % oh or iw % ow:
+        return GLOBAL  # uneven bins: conservatively the whole input
+    kh, kw = ih // oh, iw // ow
+    return _window(rf, (kh, kw), (kh, kw), 0, 1)
+
+
+# Leaf modules with a geometric rule; every other torch.nn leaf is element-wise or global.
+def _module_rule(m: nn.Module, rf: ReceptiveField, inp, out) -> ReceptiveField | None:
+    if isinstance(m, nn.Conv2d):
+        pad = _conv_padding(m.padding, m.kernel_size, m.dilation)
+        return _window(rf, m.kernel_size, m.stride, pad, m.dilation)
+    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)):
+        stride = m.stride or m.kernel_size
+        return _window(
+            rf, m.kernel_size, stride, getattr(m, "padding", 0), getattr(m, "dilation", 1)
+        )
+    if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)):
+        return _pad(rf, tuple(m.padding))
+    if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return _adaptive(rf, inp, out)
+    if isinstance(m, (nn.ConvTranspose2d, nn.Upsample, nn.PixelShuffle, nn.Fold, nn.Unfold)):
+        raise _Unknown(f"no receptive-field rule for {type(m).__name__}")
+    return None  # generic
+
+
+def _arg(args, kwargs, i, name, default):
+    if name in kwargs:
+        return kwargs[name]
+    return args[i] if len(args) > i else default
+
+
+def _function_rule(fn, args, kwargs, rf: ReceptiveField, out) -> ReceptiveField | None:
+    if fn is F.conv2d:
+        weight = _arg(args, kwargs, 1, "weight", None)
+        k = tuple(weight.shape[-2:])
+        dilation = _arg(args, kwargs, 5, "dilation", 1)
+        pad = _conv_padding(_arg(args, kwargs, 4, "padding", 0), k, dilation)
+        return _window(rf, k, _arg(args, kwargs, 3, "stride", 1), pad, dilation)
+    if fn in (F.max_pool2d, F.avg_pool2d, torch.max_pool2d):
+        k = _arg(args, kwargs, 1, "kernel_size", None)
+        stride = _arg(args, kwargs, 2, "stride", None) or k
+        pad = _arg(args, kwargs, 3, "padding", 0)
+        dilation = 1 if fn is F.avg_pool2d else _arg(args, kwargs, 4, "dilation", 1)
+        return _window(rf, k, stride, pad, dilation)
+    if fn is F.pad:
+        return _pad(rf, tuple(_arg(args, kwargs, 1, "pad", ())))
+    if fn in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
+        return _adaptive(rf, args[0], out)
+    if fn in (F.interpolate, F.conv_transpose2d, F.pixel_shuffle, F.unfold, F.fold):
+        raise _Unknown(f"no receptive-field rule for {fn.__name__}")
+    if fn is operator.getitem and isinstance(args[0], torch.Tensor):
+        return _slice(rf, args[0], args[1], out)
+    if isinstance(fn, torch._ops.OpOverload):
+        return _aten_rule(fn, args, rf, out)
+    return None
+
+
+_aten = torch.ops.aten
+_ATEN_PADS = (
+    _aten.constant_pad_nd.default,
+    _aten.reflection_pad2d.default,
+    _aten.replication_pad2d.default,
+)
+_ATEN_MAX_POOLS = (_aten.max_pool2d_with_indices.default, _aten.max_pool2d.default)
+_ATEN_ADAPTIVE = (_aten._adaptive_avg_pool2d.default, _aten.adaptive_max_pool2d.default)
+
+
+def _aten_rule(fn, args, rf: ReceptiveField, out) -> ReceptiveField | None:
+    """Rules for the ATen ops of a make_fx graph (the fallback for modules fx cannot trace)."""
+    n = len(args)
+    if fn is _aten.convolution.default:
+        if args[6]:
+            raise _Unknown("no receptive-field rule for a transposed convolution")
+        return _window(rf, tuple(args[1].shape[-2:]), args[3], args[4], args[5])
+    if fn in _ATEN_PADS:
+        return _pad(rf, tuple(args[1]))
+    if fn in _ATEN_MAX_POOLS or fn is _aten.avg_pool2d.default:
+        k = args[1]
+        stride = args[2] if n > 2 and args[2] else k
+        pad = args[3] if n > 3 else 0
+        dilation = args[4] if n > 4 and fn in _ATEN_MAX_POOLS else 1
+        return _window(rf, k, stride, pad, dilation)
+    if fn in _ATEN_ADAPTIVE:
+        return _adaptive(rf, args[0], out[0] if isinstance(out, tuple) else out)
+    if fn is _aten.slice.Tensor and args[0].dim() == 4:
+        dim = (args[1] if n > 1 else 0) % 4
+        start = (args[2] if n > 2 and args[2] is not None else 0) or 0
+        if (args[4] if n > 4 else 1) != 1:
+            return None
+        if dim < 2:
+            return rf
+        start = start + args[0].shape[dim] if start < 0 else min(start, args[0].shape[dim])
+        if dim == 2:
+            return ReceptiveField(None if rf.h is None else rf.h.shift(start), rf.w)
+        return ReceptiveField(rf.h, None if rf.w is None else rf.w.shift(start))
+    return None
+
+
+def _slice(rf: ReceptiveField, t: torch.Tensor, index, out) -> ReceptiveField | None:
+    """x[..., a:b, c:d]: cropping moves the field; anything fancier falls to the generic rule."""
+    if t.dim() != 4 or not isinstance(index, tuple):
+        return None
+    if any(i is Ellipsis for i in index):
+        pos = index.index(Ellipsis)
+        index = index[:pos] + (slice(None),) * (4 - len(index) + 1) + index[pos + 1 :]
+    index = index + (slice(None),) * (4 - len(index))
+    offsets = []
+    for dim in (2, 3):
+        s = index[dim]
+        if not isinstance(s, slice) or s.step not in (None, 1):
+            return None
+        start = s.start or 0
+        offsets.append(start + t.shape[dim] if start < 0 else start)
+    if any(not isinstance(s, slice) for s in index[:2]):
+        return None
+    h = None if rf.h is None else rf.h.shift(offsets[0])
+    w = None if rf.w is None else rf.w.shift(offsets[1])
+    return ReceptiveField(h, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Propagation
+
+
+@dataclass
+class LayerInfo:
+    """One named module's output: type, shape (without batch) and receptive field."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    rf: ReceptiveField
+
+
+class _OneLevel(fx.Tracer):
+    """Trace a module's own forward; every child module stays a call."""
+
+    def __init__(self, root: nn.Module):
+        super().__init__()
+        self.root_module = root
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return m is not self.root_module
+
+
+def _is_leaf(m: nn.Module) -> bool:
+    """Modules interpreted by rule rather than traced: childless torch.nn built-ins."""
+    return type(m).__module__.startswith("torch.nn") and not any(True for _ in m.children())
+
+
+class _V:
+    """A value flowing through the graph together with its receptive field (or a tuple of them)."""
+
+    __slots__ = ("value", "rf")
+
+    def __init__(self, value, rf=None):
+        self.value, self.rf = value, rf
+
+
+def _values(a):
+    return fx.node.map_aggregate(a, lambda x: x.value if isinstance(x, _V) else x)
+
+
+def _tensors(a) -> list[_V]:
+    found: list[_V] = []
+    fx.node.map_aggregate(
+        a,
+        lambda x: (
+            found.append(x) if isinstance(x, _V) and isinstance(x.value, torch.Tensor) else None
+        ),
+    )
+    return found
+
+
+class _Propagator:
+    def __init__(self):
+        self.layers: dict[str, LayerInfo] = {}
+        self.warnings: list[str] = []
+
+    def run_module(self, m: nn.Module, name: str, args: tuple, kwargs: dict) -> _V:
+        out = self._leaf(m, args, kwargs) if _is_leaf(m) else self._traced(m, name, args, kwargs)
+        self._record(name, m, out.value, out.rf)
+        return out
+
+    def _record(self, name, m, value, rf) -> None:
+        if name and isinstance(value, torch.Tensor) and name not in self.layers:
+            if not isinstance(rf, ReceptiveField):
+                rf = ReceptiveField(None, None, unknown="not derived from the input")
+            self.layers[name] = LayerInfo(name, type(m).__name__, tuple(value.shape[1:]), rf)
+
+    def _leaf(self, m, args, kwargs) -> _V:
+        out = m(*_values(args), **_values(kwargs))
+        return _V(
+            out,
+            _apply(lambda v: _module_rule(m, v.rf, v.value, out), _tensors((args, kwargs)), out),
+        )
+
+    def _call(self, node: fx.Node, env) -> _V:
+        a, kw = _lookup(env, node.args), _lookup(env, node.kwargs)
+        values, kvalues = _values(a), _values(kw)
+        inputs = _tensors((a, kw))
+        if node.op == "call_method":
+            out = getattr(values[0], node.target)(*values[1:], **kvalues)
+            return _V(out, _apply(lambda v: None, inputs, out))
+        fn = node.target
+        out = fn(*values, **kvalues)
+        if fn is operator.getitem and isinstance(a[0], _V) and isinstance(a[0].rf, tuple):
+            return _V(out, a[0].rf[values[1]])
+        return _V(
+            out, _apply(lambda v: _function_rule(fn, values, kvalues, v.rf, out), inputs, out)
+        )
+
+    def _traced(self, m, name, args, kwargs) -> _V:
+        try:
+            graph = _OneLevel(m).trace(m)
+            root, bound = m, _bind(m, graph, args, kwargs)
+        except Exception as e:  # noqa: BLE001 - any tracing failure means "use the fallback"
+            root, graph, bound = self._make_fx(m, name, args, kwargs, e)
+        env: dict[fx.Node, object] = {}
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                env[node] = bound[node.target]
+            elif node.op == "get_attr":
+                env[node] = _V(_get_attr(root, node.target))
+            elif node.op == "call_module":
+                sub = root.get_submodule(node.target)
+                a, kw = _lookup(env, node.args), _lookup(env, node.kwargs)
+                env[node] = self.run_module(sub, _join(name, node.target), a, kw)
+            elif node.op in ("call_function", "call_method"):
+                env[node] = self._call(node, env)
+            elif node.op == "output":
+                return _pack(_lookup(env, node.args[0]))
+        raise AssertionError("graph without output")
+
+    def _make_fx(self, m, name, args, kwargs, error):
+        """Fallback for a module symbolic tracing cannot handle (e.g. Python control flow on
+        shapes): trace it at the ATen level on the real input, where every shape is concrete.
+        Its own output gets an exact field; the modules inside it are listed without one."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        inputs = _tensors((args, kwargs))
+        slots = [id(v) for v in inputs]
+
+        def call(*tensors):
+            by_id = dict(zip(slots, tensors, strict=True))
+            sub = fx.node.map_aggregate(
+                (args, kwargs), lambda x: by_id.get(id(x), x.value) if isinstance(x, _V) else x
+            )
+            return m(*sub[0], **sub[1])
+
+        try:
+            gm = make_fx(call)(*[v.value for v in inputs])
+        except Exception as e2:  # noqa: BLE001
+            raise ConvlensError(
+                f"cannot derive receptive fields through {name or type(m).__name__}: "
+                f"torch.fx failed ({error.__class__.__name__}) and so did make_fx ({e2})"
+            ) from None
+        inner = [n for n, _ in m.named_modules() if n]
+        if inner:
+            self._record_inside(m, name, args, kwargs)
+        placeholders = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
+        return gm, gm.graph, dict(zip(placeholders, inputs, strict=True))
+
+    def _record_inside(self, m, name, args, kwargs) -> None:
+        """Shapes of the modules inside an untraceable module; their fields stay unknown."""
+        reason = f"inside {name or type(m).__name__}, which torch.fx cannot trace"
+        seen: list[tuple[str, nn.Module, object]] = []
+        hooks = [
+            sub.register_forward_hook(lambda mod, i, o, n=n: seen.append((n, mod, o)))
+            for n, sub in m.named_modules()
+            if n
+        ]
+        try:
+            m(*_values(args), **_values(kwargs))
+        finally:
+            for h in hooks:
+                h.remove()
+        unknown = ReceptiveField(None, None, unknown=reason)
+        for n, mod, o in seen:
+            self._record(_join(name, n), mod, o, unknown)
+        self.warnings.append(f"receptive fields unknown {reason}")
+
+
+def _apply(rule, inputs: list[_V], out) -> ReceptiveField | tuple | None:
+    """The geometric rule for the first input with a field, else the generic union.
+
+    Ops returning several tensors (max pool with indices, batch norm) get one field per tensor.
+    """
+    first = next((v for v in inputs if isinstance(v.rf, ReceptiveField)), None)
+    if first is None:
+        return None
+    main = out[0] if isinstance(out, (tuple, list)) and out else out
+    try:
+        got = rule(first) if first.rf.unknown is None else None
+        if got is None:
+            got = _generic([(v.value, v.rf) for v in inputs], main)
+    except _Unknown as e:
+        got = ReceptiveField(None, None, unknown=str(e))
+    if isinstance(out, (tuple, list)):
+        return tuple(
+            got if isinstance(o, torch.Tensor) and _spatial(o) == _spatial(main) else None
+            for o in out
+        )
+    return got
+
+
+def _pack(result) -> _V:
+    """An output structure of _V's -> one _V whose rf mirrors the structure."""
+    if isinstance(result, _V):
+        return result
+    if isinstance(result, (tuple, list)):
+        parts = [_pack(r) for r in result]
+        return _V(type(result)(p.value for p in parts), tuple(p.rf for p in parts))
+    if isinstance(result, dict):
+        return _V({k: _pack(v).value for k, v in result.items()})
+    return _V(result)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _get_attr(m: nn.Module, target: str):
+    obj = m
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _bind(m: nn.Module, graph: fx.Graph, args, kwargs) -> dict:
+    """Match the call's arguments to the traced graph's placeholders by name."""
+    sig = pyinspect.signature(m.forward)
+    bound = sig.bind(*args, **kwargs)
+    bound.apply_defaults()
+    out = {}
+    for pname, val in bound.arguments.items():
+        kind = sig.parameters[pname].kind
+        if kind == pyinspect.Parameter.VAR_POSITIONAL:
+            out[f"*{pname}"] = _pack(tuple(val))
+        elif kind == pyinspect.Parameter.VAR_KEYWORD:
+            out[f"**{pname}"] = _pack(dict(val))
+        else:
+            out[pname] = val if isinstance(val, _V) else _V(val)
+    for node in graph.nodes:
+        if node.op == "placeholder" and node.target not in out:
+            out[node.target] = _V(node.args[0] if node.args else None)
+    return out
+
+
+def _lookup(env, a):
+    """Replace fx nodes in an argument structure by their _V's."""
+    return fx.node.map_arg(a, lambda n: env[n])
+
+
+def analyze(
+    model: nn.Module, input_size: tuple[int, int], channels: int = 3
+) -> dict[str, LayerInfo]:
+    """Output shape and receptive field of every named module, for one (H, W) input size.
+
+    Runs the model once on a zero batch of one image (on the model's device, no gradients).
+    The returned dict is in execution order.
+    """
+    h, w = input_size
+    try:
+        p = next(model.parameters())
+        device, dtype = p.device, p.dtype
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    x = torch.zeros(1, channels, h, w, device=device, dtype=dtype)
+    prop = _Propagator()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            prop.run_module(model, "", (_V(x, IDENTITY),), {})
+    finally:
+        model.train(was_training)
+    for msg in prop.warnings:
+        warnings.warn(msg, stacklevel=2)
+    return prop.layers

@@ -1,0 +1,100 @@
+"""Receptive fields from the layer stack agree with the input pixels a unit's gradient reaches."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.inspect.receptive import analyze
+
+
+class Block(nn.Module):
+    """Residual block: 3x3 conv, dilated 3x3 conv, and a 1x1 (strided) projection on the skip."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 2, dilation=2)
+        self.down = nn.Conv2d(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+
+    def forward(self, x):
+        y = self.c2(torch.relu(self.c1(x)))
+        skip = x if self.down is None else self.down(x)
+        return y + skip
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 5, 2, 2), nn.ReLU(), nn.AvgPool2d(3, 2, 1))
+        self.b1 = Block(4, 4, 1)
+        self.b2 = Block(4, 6, 2)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = F.pad(x, (1, 0, 2, 0))  # asymmetric padding: left 1, top 2
+        x = self.b2(self.b1(self.stem(x)))
+        return self.head(x[:, :, :, :].mean((2, 3)))
+
+
+def _positive(net: nn.Module) -> nn.Module:
+    # Positive weights and inputs: no path's contribution can cancel another's, so every pixel
+    # inside the field gets a non-zero gradient and the comparison is exact.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.uniform_(0.1, 1.0)
+    return net.double().eval()
+
+
+def _gradient_box(net, layer: str, size, y: int, x: int) -> tuple[int, int, int, int]:
+    captured = {}
+    handle = net.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.update(o=o))
+    inp = torch.rand(1, 3, *size, dtype=torch.float64).add_(0.5).requires_grad_(True)
+    try:
+        net(inp)
+    finally:
+        handle.remove()
+    captured["o"][0, 0, y, x].backward()
+    rows, cols = torch.nonzero(inp.grad[0].abs().sum(0), as_tuple=True)
+    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+
+
+SIZE = (40, 36)
+
+
+@pytest.mark.parametrize("layer", ["stem.0", "stem", "b1", "b2.c1", "b2.down", "b2"])
+def test_receptive_field_matches_gradient(layer):
+    net = _positive(Net())
+    info = analyze(net, SIZE)[layer]
+    _, h, w = info.shape
+    for y, x in [(h // 2, w // 2), (0, 0), (h - 1, w - 1), (0, w - 1)]:  # interior and borders
+        expected = _gradient_box(net, layer, SIZE, y, x)
+        assert info.rf.box(y, x, *SIZE) == expected, (layer, y, x)
+
+
+def test_residual_field_is_union_of_branches():
+    layers = analyze(Net(), SIZE)
+    main, skip, out = layers["b2.c2"].rf, layers["b2.down"].rf, layers["b2"].rf
+    assert out.h.size == max(main.h.size, skip.h.size) == 73
+    assert out.h.jump == 8 and out.h.start == min(main.h.start, skip.h.start)
+    assert layers["head"].rf.is_global
+
+
+def test_max_pool_field_contains_gradient_support():
+    net = _positive(
+        nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.MaxPool2d(3, 2, 1), nn.Conv2d(2, 2, 3))
+    )
+    info = analyze(net, (20, 20))["2"]
+    assert (info.rf.h.size, info.rf.h.jump, info.rf.h.start) == (9, 2, -2)
+    t, lft, b, r = info.rf.box(3, 4, 20, 20)
+    gt, gl, gb, gr = _gradient_box(net, "2", (20, 20), 3, 4)
+    assert t <= gt and lft <= gl and gb <= b and gr <= r
+
+
+def test_unknown_op_is_reported_not_guessed():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3))
+    layers = analyze(net, (16, 16))
+    assert layers["0"].rf.unknown is None
+    assert "Upsample" in layers["1"].rf.unknown
+    assert layers["2"].rf.unknown

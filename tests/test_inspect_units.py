@@ -1,0 +1,137 @@
+"""Streaming top-k: equal to a brute-force sort over all activations, and bounded in memory."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from convlens.errors import ConvlensError
+from convlens.inspect.units import InputSpec, TopK, parse_units, scan
+
+SIZE = (16, 16)
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, stride=2), nn.ReLU()
+    )
+    with torch.no_grad():
+        net[2].bias[4] = -1e3  # unit 4 of layer "3" can never fire
+    return net.eval()
+
+
+def _images(n: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8) for _ in range(n)]
+
+
+SPEC = InputSpec(SIZE, prepare=lambda im: [im])  # the arrays are the network inputs
+
+
+def _all_activations(net, images, layer):
+    x = SPEC.to_tensor(np.stack(images))
+    with torch.no_grad():
+        return dict(net.named_children())[layer](net[: int(layer)](x)).numpy()
+
+
+@pytest.mark.parametrize("per_image", [True, False])
+def test_top_k_equals_brute_force_sort(per_image):
+    net, images, k = _net(), _images(37), 5
+    res = scan(
+        net,
+        images,
+        {"1": "0:6", "3": None},
+        SPEC,
+        top=k,
+        batch_size=7,
+        per_image=per_image,
+        progress=False,
+    )
+    assert res.items == res.images == 37
+    for layer in ("1", "3"):
+        acts = _all_activations(net, images, layer)  # (N, C, H, W)
+        n, c, h, w = acts.shape
+        top = res.layers[layer]
+        assert top.units == list(range(c)) and top.shape == (c, h, w)
+        for u in range(c):
+            a = acts[:, u].reshape(n, h * w)
+            if per_image:
+                vals, img, pos = a.max(1), np.arange(n), a.argmax(1)
+            else:
+                vals, img, pos = (
+                    a.ravel(),
+                    np.repeat(np.arange(n), h * w),
+                    np.tile(np.arange(h * w), n),
+                )
+            order = np.lexsort((pos, img, -vals))[:k]  # value desc, then stream order
+            np.testing.assert_allclose(top.values[u], vals[order], rtol=1e-6)
+            np.testing.assert_array_equal(top.ids[u] // 4096, img[order])
+            np.testing.assert_array_equal(
+                top.positions[u], np.stack([pos[order] // w, pos[order] % w], 1)
+            )
+            assert top.mean[u] == pytest.approx(acts[:, u].mean(), rel=1e-5)
+            assert top.max[u] == pytest.approx(acts[:, u].max())
+    acts = _all_activations(net, images, "3")
+    dead = res.layers["3"].dead
+    assert 4 in dead and dead == [u for u in range(acts.shape[1]) if acts[:, u].max() <= 0]
+
+
+def test_buffer_is_bounded_by_k():
+    buf = TopK(n_units=3, k=9)
+    for step in range(200):
+        vals = torch.rand(3, 50)
+        ids = torch.arange(step * 50, step * 50 + 50).expand(3, -1)
+        buf.push(vals, ids, torch.zeros(3, 50, dtype=torch.long))
+        assert buf.values.shape == buf.ids.shape == buf.positions.shape == (3, 9)
+    assert torch.all(buf.values[:, :-1] >= buf.values[:, 1:])
+
+
+def test_memory_does_not_grow_with_image_count(tmp_path):
+    paths = []
+    for i, im in enumerate(_images(12)):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(im).save(paths[-1])
+    net = _net()
+
+    def peak(n_copies):
+        tracemalloc.start()
+        scan(net, paths * n_copies, {"3": None}, SPEC, batch_size=8, progress=False)
+        _, high = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return high
+
+    peak(1)  # warm-up: first-call allocations
+    small, large = peak(2), peak(16)  # 24 vs 192 images
+    assert large < small * 1.25 + 256 * 1024, (small, large)
+
+
+def test_unreadable_image_is_skipped_and_the_rest_goes_on(tmp_path):
+    for i, im in enumerate(_images(5)):
+        Image.fromarray(im).save(tmp_path / f"{i}.png")
+    (tmp_path / "2.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="2.png"):
+        res = scan(_net(), tmp_path, {"1": "0:2"}, SPEC, progress=False)
+    assert res.images == 4 and len(res.skipped) == 1 and "2.png" in res.skipped[0]
+    assert 2 not in set(res.layers["1"].ids.ravel() // 4096)
+
+
+def test_parse_units():
+    assert parse_units("0:4", 10) == [0, 1, 2, 3]
+    assert parse_units("3,7", 10) == [3, 7]
+    assert parse_units("all", 3) == [0, 1, 2]
+    assert parse_units("::4", 10) == [0, 4, 8]
+    with pytest.raises(ConvlensError, match="out of range"):
+        parse_units("3,12", 10, "conv1")
+    with pytest.raises(ConvlensError, match="bad unit list"):
+        parse_units("a-b", 10)
+    with pytest.raises(ConvlensError, match="selects no unit"):
+        parse_units("5:5", 10)
+
+
+def test_unknown_layer_lists_valid_names():
+    with pytest.raises(ConvlensError, match=r"unknown layer 'nope'; valid layers: 0, 1, 2, 3"):
+        scan(_net(), _images(2), {"nope": None}, SPEC, progress=False)
