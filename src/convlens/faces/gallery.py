@@ -206,7 +206,8 @@ class Gallery:
             self._model_id = getattr(encoder, "model_id", model_id)
         self.encode_options = dict(encode_options or {})
         self._verifier = verifier
-        self._cache = None  # (data_version, ids, person_idx, names, vectors, vec_sq)
+        self._cache = None  # (data_version, person_idx, offsets, names, vectors, vec_sq)
+        self._snap = None  # (data_version, Snapshot)
         self._ann: _search.AnnIndex | None = None
         exists = check_gallery_file(self.path)
         if not exists and not create:
@@ -328,6 +329,7 @@ class Gallery:
             try:
                 result = fn(con)
                 con.execute("COMMIT")
+                self._cache = self._snap = None  # own commits do not move data_version
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
@@ -480,20 +482,7 @@ class Gallery:
         result = EnrollResult(name)
 
         def tx(con):
-            stored = con.execute("SELECT value FROM meta WHERE key = 'model_id'").fetchone()
-            if stored is None:
-                con.execute("INSERT INTO meta VALUES ('model_id', ?)", (model_id,))
-                con.execute("INSERT INTO meta VALUES ('dim', ?)", (str(vecs.shape[1]),))
-            elif stored[0] != model_id:
-                raise ConvlensError(
-                    f"{self.path}: gallery was built with encoder {stored[0]!r}, not {model_id!r}"
-                )
-            else:
-                dim = con.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
-                if dim and int(dim[0]) != vecs.shape[1]:
-                    raise ConvlensError(
-                        f"embeddings have {vecs.shape[1]} components; gallery has {dim[0]}"
-                    )
+            self._claim_model(con, model_id, vecs.shape[1])
             now = _now()
             con.execute("INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)", (name, now))
             pid = con.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
@@ -540,6 +529,61 @@ class Gallery:
         if self._model_id is None:
             self._model_id = model_id
         return result
+
+    def _claim_model(self, con, model_id: str, dim: int) -> None:
+        """Inside a write transaction: record the encoder on first use, refuse another one."""
+        stored = con.execute("SELECT value FROM meta WHERE key = 'model_id'").fetchone()
+        if stored is None:
+            con.execute("INSERT INTO meta VALUES ('model_id', ?)", (model_id,))
+            con.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
+            return
+        if stored[0] != model_id:
+            raise ConvlensError(
+                f"{self.path}: gallery was built with encoder {stored[0]!r}, not {model_id!r}"
+            )
+        stored_dim = con.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
+        if stored_dim and int(stored_dim[0]) != dim:
+            raise ConvlensError(f"embeddings have {dim} components; gallery has {stored_dim[0]}")
+
+    def enroll_batch(
+        self, names: Sequence[str], embeddings: np.ndarray, model_id: str | None = None
+    ) -> list[int]:
+        """Bulk load: one embedding per name (people created as needed), one transaction."""
+        model_id = model_id or self._model_id
+        if model_id is None:
+            raise ConvlensError("enroll_batch needs the encoder's model_id")
+        self._check_model(model_id)
+        vecs = _search.check_vectors(embeddings, self.dim)
+        names = [self._check_name(n) for n in names]
+        if len(names) != len(vecs):
+            raise ConvlensError("enroll_batch needs one name per embedding")
+
+        def tx(con):
+            self._claim_model(con, model_id, vecs.shape[1])
+            now = _now()
+            con.executemany(
+                "INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)",
+                ((n, now) for n in names),
+            )
+            first = con.execute("SELECT COALESCE(MAX(id), 0) FROM embeddings").fetchone()[0]
+            con.executemany(
+                "INSERT INTO embeddings (person_id, vector, created) "
+                "SELECT id, ?, ? FROM people WHERE name = ?",
+                ((v.tobytes(), now, n) for v, n in zip(vecs, names, strict=True)),
+            )
+            ids = [
+                r[0]
+                for r in con.execute("SELECT id FROM embeddings WHERE id > ? ORDER BY id", (first,))
+            ]
+            con.executemany(
+                "INSERT INTO change_log (embedding_id, op) VALUES (?, 1)", ((i,) for i in ids)
+            )
+            return ids
+
+        ids = self._write(tx)
+        if self._model_id is None:
+            self._model_id = model_id
+        return ids
 
     def enroll(self, name: str, photos: Iterable, largest_face: bool = False) -> EnrollResult:
         """Enrol photos of one person; each must show exactly one face (or largest_face=True).
@@ -629,23 +673,25 @@ class Gallery:
         if self._cache is not None and self._cache[0] == version:
             return self._cache
         rows = self._all(
-            "SELECT e.id, e.person_id, e.vector FROM embeddings e ORDER BY e.person_id, e.id"
+            "SELECT e.person_id, e.vector FROM embeddings e ORDER BY e.person_id, e.id"
         )
         names = dict(self._all("SELECT id, name FROM people"))
         dim = self.dim or 0
         if rows:
-            ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            pids = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-            vecs = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), dim)
+            pids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
         else:
-            ids = pids = np.zeros(0, np.int64)
+            pids = np.zeros(0, np.int64)
             vecs = np.zeros((0, dim), np.float32)
-        uniq, person_idx = np.unique(pids, return_inverse=True)
+        uniq, person_idx, counts = np.unique(pids, return_inverse=True, return_counts=True)
         person_names = [names[int(p)] for p in uniq]
+        offsets = np.r_[0, np.cumsum(counts)]
         import torch
 
         vectors = torch.from_numpy(vecs.copy())
-        self._cache = (version, ids, torch.from_numpy(person_idx), person_names, vectors)
+        vec_sq = (vectors * vectors).sum(1)
+        person_idx = torch.from_numpy(person_idx.astype(np.int64))
+        self._cache = (version, person_idx, offsets, person_names, vectors, vec_sq)
         return self._cache
 
     def _fetch(self, ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -657,7 +703,7 @@ class Gallery:
             [int(i) for i in ids],
         )
         by_id = {r[0]: r for r in rows}
-        dim = self.dim
+        dim = self._snapshot()[2]
         vecs = np.zeros((len(ids), dim), np.float32)
         names = []
         for j, i in enumerate(ids):
@@ -675,16 +721,30 @@ class Gallery:
         with contextlib.suppress(OSError):
             self._ann.save(self._index_path())
 
+    def _snapshot(self) -> tuple[int, int, int | None, str]:
+        """(embeddings, last change-log seq, dim, gallery uuid), cached until a commit."""
+        version = self._one("PRAGMA data_version")[0]
+        if self._snap is not None and self._snap[0] == version:
+            return self._snap[1]
+        snap = (
+            len(self),
+            self._one("SELECT COALESCE(MAX(seq), 0) FROM change_log")[0],
+            self.dim,
+            self._meta("gallery_uuid"),
+        )
+        self._snap = (version, snap)
+        return snap
+
     def _sync_index(self, build: bool) -> _search.AnnIndex | None:
         """Bring the ANN index up to date with the change log (loading or building it)."""
-        uid = self._meta("gallery_uuid")
-        last = self._one("SELECT COALESCE(MAX(seq), 0) FROM change_log")[0]
-        n = len(self)
+        n, last, dim, uid = self._snapshot()
         ann = self._ann
+        if ann is not None and ann.header.seq == last and not ann.needs_rebuild(n):
+            return ann
         if ann is None and self._index_path().exists():
             ann = _search.AnnIndex.load(self._index_path())
         if ann is not None and (
-            ann.header.gallery_uuid != uid or ann.header.seq > last or ann.header.dim != self.dim
+            ann.header.gallery_uuid != uid or ann.header.seq > last or ann.header.dim != dim
         ):
             ann = None  # another gallery's, or from the future: rebuild
         if ann is not None and ann.header.seq < last:
@@ -722,16 +782,16 @@ class Gallery:
 
     def search_embeddings(self, queries: np.ndarray, k: int = 1) -> list[list[tuple[str, float]]]:
         """Per query, the k nearest people as (name, Euclidean distance), min rule."""
-        q = _search.check_vectors(queries, self.dim)
-        n = len(self)
+        n, _, dim, _ = self._snapshot()
+        q = _search.check_vectors(queries, dim)
         if n == 0:
             return [[] for _ in q]
         if n < _search.ANN_MIN_SIZE:
-            _, _, person_idx, names, vectors = self._load_all()
-            d = _search.exact_person_distances(q, vectors, person_idx, len(names))
-            kk = min(k, len(names))
-            order = np.argsort(d, axis=1, kind="stable")[:, :kk]
-            return [[(names[j], float(d[r, j])) for j in order[r]] for r in range(len(q))]
+            _, person_idx, offsets, names, vectors, vec_sq = self._load_all()
+            d, top = _search.exact_people_knn(q, vectors, vec_sq, person_idx, offsets, k)
+            return [
+                [(names[j], float(d[r, c])) for c, j in enumerate(top[r])] for r in range(len(q))
+            ]
         ann = self._sync_index(build=True)
         out = []
         for qv in q:
