@@ -61,6 +61,13 @@ def test_training_lowers_the_loss(tmp_path):
         losses[loss] = (np.mean(curve[:6]), np.mean(curve[-6:]))
         assert losses[loss][1] < 0.7 * losses[loss][0], (loss, losses[loss])
         assert (tmp_path / f"{loss}.epochs.csv").exists() and (tmp_path / f"{loss}.png").exists()
+    # Siamese training leaves its pair classifier beside the encoder, tied to its model_id.
+    from convlens.faces.verifier import load_verifier
+    from convlens.models.face_models import load_face_model
+
+    verifier = load_verifier(tmp_path / "siamese.verifier.pt")
+    assert verifier.model_id == load_face_model(tmp_path / "siamese.pt").model_id
+    assert not (tmp_path / "triplet.verifier.pt").exists()
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):

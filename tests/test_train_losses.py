@@ -7,12 +7,13 @@ import itertools
 import pytest
 import torch
 
+from convlens.errors import ConvlensError
 from convlens.train.losses import (
-    SiameseHead,
     balanced_pairs,
     hard_selection,
     pairwise_distances,
     semi_hard_selection,
+    siamese_head,
     siamese_loss,
     triplet_loss,
 )
@@ -126,12 +127,12 @@ def test_siamese_heads_and_balanced_pairs():
     assert len(same) == 8
     assert ((y[i] == y[j]).float() == same).all()
     emb = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
-    for kind in ("l1", "chi2"):
-        head = SiameseHead(8, kind)
+    for kind in ("abs", "chi2"):
+        head = siamese_head(8, kind)
         assert head(emb[:3], emb[3:]).shape == (3,)
         # Identical embeddings look more alike than different ones from the start.
         assert head(emb[:1], emb[:1]) > head(emb[:1], -emb[:1])
         r = siamese_loss(emb, y, head, torch.Generator().manual_seed(0))
         assert r.loss.ndim == 0 and r.triplets == 8
-    with pytest.raises(ValueError):
-        SiameseHead(8, "cosine")
+    with pytest.raises(ConvlensError):
+        siamese_head(8, "cosine")

@@ -26,14 +26,14 @@ def register(subparsers) -> None:
         help="triplet mining within each P x K batch (default semi-hard)",
     )
     triplet.add_argument("--margin", type=float, default=0.2, help="triplet margin (0.2)")
-    triplet.set_defaults(func=_run, loss="triplet", head="l1")
+    triplet.set_defaults(func=_run, loss="triplet", head="abs")
     siamese = sub.add_parser("siamese", help="Siamese same/different binary classification")
     _common(siamese)
     siamese.add_argument(
         "--head",
-        choices=["l1", "chi2"],
-        default="l1",
-        help="pair feature for the logistic head: |f(a)-f(b)| or chi-squared (default l1)",
+        choices=["abs", "chi2"],
+        default="abs",
+        help="pair feature for the logistic head: |f(a)-f(b)| or signed chi-squared (default abs)",
     )
     siamese.set_defaults(func=_run, loss="siamese", mining="semi-hard", margin=0.2)
 
@@ -150,4 +150,6 @@ def _run(args: argparse.Namespace) -> int:
     if trainer.dist.main:
         model_id = trainer.objective.encoder.model_id
         print(f"wrote {out} (model_id {model_id}); logs {trainer.epochs_csv}, {trainer.plot_png}")
+        if cfg.loss == "siamese":
+            print(f"wrote {trainer.verifier_path} (the pair classifier, for --verifier)")
     return 0

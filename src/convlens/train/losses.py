@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.faces.verifier import KINDS, PairVerifier
+
 MININGS = ("semi-hard", "hard", "all", "random")
 
 
@@ -129,37 +131,22 @@ def triplet_loss(
     return _selected(dist, a, p, n, margin)
 
 
-# --- Siamese binary classification -------------------------------------------------------
+# --- Siamese binary classification ------------------------------------------------------
 
-HEADS = ("l1", "chi2")
+HEADS = KINDS  # "abs": |f(a) - f(b)|, "chi2": (f(a) - f(b))^2 / (|f(a)| + |f(b)|)
 
 
-class SiameseHead(nn.Module):
-    """Logistic regression on a per-dimension pair feature: |f(a) - f(b)| ("l1") or the
-    chi-squared term (f(a) - f(b))^2 / (|f(a)| + |f(b)|) ("chi2", as in DeepFace).
+def siamese_head(dim: int, kind: str = "abs") -> PairVerifier:
+    """The logistic pair classifier of convlens.faces.verifier, trained end to end with the
+    encoder; a positive logit means "same person".
 
-    Returns a logit: positive means "same person".
+    It starts as "larger difference = less alike", scaled for unit-length embeddings (the sum
+    of |a_i - b_i| is about 1.1 sqrt(dim) for unrelated ones), so the first steps make sense.
     """
-
-    def __init__(self, dim: int, kind: str = "l1") -> None:
-        super().__init__()
-        if kind not in HEADS:
-            raise ValueError(f"unknown siamese head {kind!r}; choose from {HEADS}")
-        self.kind = kind
-        self.linear = nn.Linear(dim, 1)
-        # Start as "larger difference = less alike", scaled for unit-length embeddings (sum of
-        # |a_i - b_i| is about 1.1 sqrt(dim) for unrelated ones), so the first steps make sense.
-        nn.init.constant_(self.linear.weight, -4.0 / dim**0.5)
-        nn.init.constant_(self.linear.bias, 2.0)
-
-    def features(self, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
-        fa, fb = fa.float(), fb.float()
-        if self.kind == "l1":
-            return (fa - fb).abs()
-        return (fa - fb) ** 2 / (fa.abs() + fb.abs() + 1e-6)
-
-    def forward(self, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.features(fa, fb)).squeeze(1)
+    head = PairVerifier(dim, kind)
+    nn.init.constant_(head.linear.weight, -4.0 / dim**0.5)
+    nn.init.constant_(head.linear.bias, 2.0)
+    return head
 
 
 def balanced_pairs(
@@ -184,7 +171,7 @@ def balanced_pairs(
 def siamese_loss(
     emb: torch.Tensor,
     labels: torch.Tensor,
-    head: SiameseHead,
+    head: PairVerifier,
     generator: torch.Generator | None = None,
 ) -> TripletResult:
     """Binary cross-entropy of the head on balanced pairs from the batch.

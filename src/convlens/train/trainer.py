@@ -7,7 +7,9 @@
 - A checkpoint after every epoch (atomic); `resume` continues from one.
 - After every epoch (and once before training) verification on the validation people:
   TAR at FAR 1e-2 and 1e-3 and EER of Euclidean embedding distances (convlens.metrics).
-- Logs: <out>.epochs.csv, <out>.steps.csv and a PNG of the curves, <out>.png.
+- Logs: <out>.epochs.csv, <out>.steps.csv and a PNG of the curves, <out>.png. Siamese
+  training also writes its pair classifier as <out>.verifier.pt (a convlens.faces.verifier
+  file tied to the new encoder's model_id).
 - DistributedDataParallel when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on
   CUDA; each rank draws its own P x K batch and mines triplets within it; rank 0 evaluates,
   logs and writes files.
@@ -33,7 +35,7 @@ from torch import nn
 
 from convlens.errors import ConvlensError
 from convlens.train.data import ChipSet, PKSampler
-from convlens.train.losses import HEADS, MININGS, SiameseHead, siamese_loss, triplet_loss
+from convlens.train.losses import HEADS, MININGS, siamese_head, siamese_loss, triplet_loss
 
 CHECKPOINT_FORMAT = "convlens-train-checkpoint"
 
@@ -43,7 +45,7 @@ class TrainConfig:
     loss: str = "triplet"  # "triplet" or "siamese"
     mining: str = "semi-hard"  # triplet mining, see convlens.train.losses
     margin: float = 0.2
-    head: str = "l1"  # siamese head: "l1" or "chi2"
+    head: str = "abs"  # siamese head: "abs" (|f(a)-f(b)|) or "chi2"
     init: str = "pretrained"  # "pretrained" (fine-tune dlib's ResNet) or "scratch"
     embedding_dim: int = 128  # scratch only; the pretrained encoder is 128-d
     small_input: int = 64  # scratch: SmallConvNet's internal resolution
@@ -147,7 +149,7 @@ class Objective(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.cfg = cfg
-        self.head = SiameseHead(dim, cfg.head) if cfg.loss == "siamese" else None
+        self.head = siamese_head(dim, cfg.head) if cfg.loss == "siamese" else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
         emb = self.encoder(x).float()
@@ -253,6 +255,10 @@ EPOCH_FIELDS = [
 ]  # fmt: skip
 
 
+def print_nothing(line: str) -> None:
+    pass
+
+
 class Trainer:
     def __init__(
         self,
@@ -274,9 +280,12 @@ class Trainer:
         self.epochs_csv = Path(f"{stem}.epochs.csv")
         self.steps_csv = Path(f"{stem}.steps.csv")
         self.plot_png = Path(f"{stem}.png")
+        self.verifier_path = Path(f"{stem}.verifier.pt")
         self.progress = progress
         self.dist = distributed_from_env()
-        self._log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        if log is None:  # epoch summaries: on stderr with the bars, or given to `log`
+            log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else print_nothing
+        self._log = log
         self.device = pick_device(cfg.device, self.dist)
         amp = cfg.amp if cfg.amp is not None else self.device.type == "cuda"
         self.amp_dtype = None
@@ -487,8 +496,7 @@ class Trainer:
                 f"val TAR@FAR=1e-2 {row['val_tar_far_1e-2']:.2%}, "
                 f"TAR@FAR=1e-3 {row['val_tar_far_1e-3']:.2%}, EER {row['val_eer']:.2%}"
             )
-        if self.progress:
-            self._log("; ".join(parts))
+        self._log("; ".join(parts))
 
     # --- outputs ----------------------------------------------------------------------
     def save_model(self) -> str:
@@ -497,6 +505,12 @@ class Trainer:
         encoder = self.objective.encoder
         encoder.model_id = weights_id(encoder, self.cfg.arch)
         save_face_model(encoder, self.out, self.cfg.arch, self.cfg.model_config())
+        head = self.objective.head
+        if head is not None:  # usable as `--verifier` with this encoder's embeddings
+            from convlens.faces.verifier import save_verifier
+
+            head.model_id = encoder.model_id
+            save_verifier(head, self.verifier_path)
         return encoder.model_id
 
     def write_logs(self) -> None:
