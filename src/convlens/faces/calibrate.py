@@ -54,7 +54,6 @@ def encode_labelled(
     """The largest face's embedding of every photo in a labelled folder (progress bar)."""
     from convlens import faces
     from convlens.models.face_models import load_face_model
-    from convlens.progress import ProgressBar
 
     items = labelled_photos(folder)
     label_of = {str(p): name for p, name in items}
@@ -62,19 +61,21 @@ def encode_labelled(
         model = load_face_model(model)
     embs, labels, paths, failed = [], [], [], []
     stream = faces.encode_many(
-        [p for p, _ in items], batch_size=batch_size, model=model, **encode_options
+        [p for p, _ in items],
+        batch_size=batch_size,
+        model=model,
+        progress=progress,
+        **encode_options,
     )
-    with ProgressBar("encoding", len(items), unit="photo", disable=not progress) as bar:
-        for path, result in stream:
-            if isinstance(result, Exception):
-                failed.append((Path(path), str(result)))
-            elif not result:
-                failed.append((Path(path), "no face found"))
-            else:
-                embs.append(np.asarray(result[0].embedding, np.float32))
-                labels.append(label_of[str(path)])
-                paths.append(Path(path))
-            bar.advance(1, info=f"{len(failed)} without a face" if failed else "")
+    for path, result in stream:
+        if isinstance(result, Exception):
+            failed.append((Path(path), str(result)))
+        elif not result:
+            failed.append((Path(path), "no face found"))
+        else:
+            embs.append(np.asarray(result[0].embedding, np.float32))
+            labels.append(label_of[str(path)])
+            paths.append(Path(path))
     if not embs:
         raise ConvlensError(f"{folder}: no face found in any photo")
     return LabelledEmbeddings(

@@ -168,7 +168,10 @@ def cmd_identify(args) -> int:
         if not g.people():
             raise ConvlensError(f"{g.path}: the gallery is empty; enrol someone first")
         stream = faces.encode_many(
-            [str(p) for p in args.photos], model=g.encoder, **_encode_options(args)
+            [str(p) for p in args.photos],
+            model=g.encoder,
+            progress=len(args.photos) > 1 and sys.stderr.isatty(),
+            **_encode_options(args),
         )
         for path, result in stream:
             if isinstance(result, Exception):

@@ -1,0 +1,107 @@
+"""The gallery and its CLI on real photos, with the real encoder (skipped without the data)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from convlens.errors import ConvlensError
+from convlens.faces import gallery_cli
+from convlens.faces.gallery import Gallery
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from convlens.models.face_models import load_face_model
+
+    return load_face_model()
+
+
+@pytest.fixture(scope="module")
+def obama_gallery(tmp_path_factory, photos_dir, encoder):
+    path = tmp_path_factory.mktemp("gallery") / "g.db"
+    with Gallery(path, encoder) as g:
+        g.enroll("obama", [photos_dir / "obama.jpg"])
+    return path
+
+
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    gallery_cli.register(parser.add_subparsers(required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_obama_identified_biden_not(obama_gallery, photos_dir, encoder):
+    with Gallery(obama_gallery, encoder) as g:
+        assert g.model_id == encoder.model_id
+        for photo in ("obama2.jpg", "obama3.jpg"):
+            (m,) = g.identify(photos_dir / photo)
+            assert m.name == "obama" and m.distance < 0.6, photo
+            assert g.verify(photos_dir / photo, "obama").match
+        (m,) = g.identify(photos_dir / "biden.jpg")
+        assert m.name is None and m.candidates[0].name == "obama" and m.distance > 0.6
+        v = g.verify(photos_dir / "biden.jpg", "obama")
+        assert not v.match and v.threshold == 0.6
+
+
+def test_group_photo_refused_unless_largest(tmp_path, photos_dir, encoder):
+    with Gallery(tmp_path / "g.db", encoder) as g:
+        with pytest.raises(ConvlensError, match="2 faces found"):
+            g.enroll("someone", [photos_dir / "two_people.jpg"])
+        assert g.people() == []
+        r = g.enroll("someone", [photos_dir / "two_people.jpg"], largest_face=True)
+        assert len(r.added) == 1
+        # the same photo again is skipped, not duplicated
+        r = g.enroll("someone", [photos_dir / "two_people.jpg"], largest_face=True)
+        assert r.added == [] and len(r.skipped) == 1
+        assert g.people()[0].photos == 1
+
+
+def test_photo_without_face_refused(tmp_path, encoder):
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    with Gallery(tmp_path / "g.db", encoder) as g:
+        with pytest.raises(ConvlensError, match="no face found"):
+            g.enroll("nobody", [blank])
+        assert g.identify(blank) == []
+
+
+def test_cli_enroll_identify_verify_forget(tmp_path, photos_dir, capsys, monkeypatch):
+    db = tmp_path / "cli.db"
+    monkeypatch.setenv("CONVLENS_DB", str(db))
+    assert run_cli("enroll", "obama", str(photos_dir / "obama.jpg")) == 0
+    assert "enrolled obama" in capsys.readouterr().out
+    code = run_cli(
+        "identify",
+        str(photos_dir / "obama2.jpg"),
+        str(tmp_path / "missing.jpg"),
+        str(photos_dir / "obama_and_biden.jpg"),
+        "--json",
+        "-k",
+        "1",
+    )
+    assert code == 1  # one photo failed; the batch went on
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert [ln["path"] for ln in lines] == [
+        str(photos_dir / "obama2.jpg"),
+        str(tmp_path / "missing.jpg"),
+        str(photos_dir / "obama_and_biden.jpg"),
+    ]
+    assert lines[0]["error"] is None and lines[0]["faces"][0]["name"] == "obama"
+    assert len(lines[0]["faces"][0]["box"]) == 4 and lines[0]["faces"][0]["distance"] < 0.6
+    assert "no such file" in lines[1]["error"] and lines[1]["faces"] == []
+    names = [f["name"] for f in lines[2]["faces"]]
+    assert names.count("obama") == 1 and len(names) >= 2  # biden (and a bystander) unknown
+    assert run_cli("verify", str(photos_dir / "obama3.jpg"), "--as", "obama") == 0
+    assert run_cli("verify", str(photos_dir / "biden.jpg"), "--as", "obama") == 1
+    assert "no match" in capsys.readouterr().out
+    assert run_cli("rename", "obama", "barack") == 0
+    assert run_cli("people", "--json") == 0
+    out = capsys.readouterr().out.splitlines()[-1]
+    assert [p["name"] for p in json.loads(out)["people"]] == ["barack"]
+    assert run_cli("forget", "barack") == 0
+    with pytest.raises(ConvlensError, match="no one called"):
+        run_cli("verify", str(photos_dir / "obama3.jpg"), "--as", "barack")
