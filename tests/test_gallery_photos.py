@@ -105,3 +105,47 @@ def test_cli_enroll_identify_verify_forget(tmp_path, photos_dir, capsys, monkeyp
     assert run_cli("forget", "barack") == 0
     with pytest.raises(ConvlensError, match="no one called"):
         run_cli("verify", str(photos_dir / "obama3.jpg"), "--as", "barack")
+
+
+@pytest.fixture(scope="module")
+def small_orl(tmp_path_factory, orl_dir):
+    """6 ORL people x 5 photos, linked into a labelled folder."""
+    root = tmp_path_factory.mktemp("orl6")
+    for n in range(1, 7):
+        (root / f"s{n}").mkdir()
+        for k in range(1, 6):
+            (root / f"s{n}" / f"{k}.pgm").symlink_to(orl_dir / f"s{n}" / f"{k}.pgm")
+    return root
+
+
+def test_cli_calibrate_stores_threshold_and_plots(small_orl, tmp_path, capsys):
+    db = tmp_path / "cal.db"
+    plot = tmp_path / "roc.png"
+    args = ["calibrate", str(small_orl), "--detector", "auto", "--upsample", "2"]
+    assert run_cli(*args, "--far", "1e-2", "--db", str(db), "--plot", str(plot)) == 0
+    out = capsys.readouterr().out
+    assert "EER" in out and "stored τ" in out and plot.stat().st_size > 1000
+    with Gallery(db) as g:
+        info = g.threshold_info
+        assert info["far"] == 1e-2 and 0.2 < g.threshold < 0.8
+        assert info["impostor_pairs"] == 30 * 29 // 2 - 6 * 10
+    with pytest.raises(ConvlensError, match="impostor pairs"):
+        run_cli(*args, "--far", "1e-3", "--db", str(db), "--plot", "")
+
+
+def test_cli_train_verifier_and_use_it(small_orl, tmp_path, photos_dir, capsys):
+    out = tmp_path / "v.pt"
+    args = ["--detector", "auto", "--upsample", "2", "--epochs", "50"]
+    assert run_cli("train-verifier", str(small_orl), "-o", str(out), "--kind", "chi2", *args) == 0
+    assert "trained a chi2 verifier" in capsys.readouterr().out
+    db = tmp_path / "v.db"
+    assert run_cli("enroll", "obama", str(photos_dir / "obama.jpg"), "--db", str(db)) == 0
+    capsys.readouterr()
+    code = run_cli(
+        "verify", str(photos_dir / "obama2.jpg"), "--as", "obama", "--db", str(db),
+        "--verifier", str(out), "--json",
+    )  # fmt: skip
+    v = json.loads(capsys.readouterr().out)
+    assert (
+        v["scorer"] == "verifier" and 0 <= v["distance"] <= 1 and code == (0 if v["match"] else 1)
+    )
