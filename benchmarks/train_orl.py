@@ -161,7 +161,7 @@ def main() -> int:
         print(f"  {line}", flush=True)
 
     t0 = time.perf_counter()
-    data = load_face_folder(args.orl, detector="hog", upsample=1)
+    data = load_face_folder(args.orl, detector="auto", upsample=1)
     print(data.report())
     train, val = data.subset(TRAIN), data.subset(HELD_OUT)
     report["data"] = {

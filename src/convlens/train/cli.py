@@ -82,7 +82,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="mixed precision (default: on for CUDA, off for CPU; CPU uses bf16)",
     )
-    p.add_argument("--detector", choices=["hog", "cnn"], default="hog")
+    p.add_argument(
+        "--detector",
+        choices=["hog", "cnn", "auto"],
+        default="auto",
+        help="auto (default): HOG, then HOG upsampled, then the CNN; chips are cached",
+    )
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling (1)")
     p.add_argument("--cache-dir", metavar="DIR", help="where aligned chips are cached")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

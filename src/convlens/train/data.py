@@ -119,7 +119,7 @@ def _folder_key(root: Path, people: list[tuple[str, list[Path]]], settings: dict
 Chipper = Callable[[Path], tuple[int, np.ndarray | None, str]]
 
 
-def pipeline_chipper(detector: str = "hog", upsample: int = 1) -> Chipper:
+def pipeline_chipper(detector: str = "auto", upsample: int = 1) -> Chipper:
     """Detect and align with convlens.faces; the largest face of each photo."""
     from convlens import faces
     from convlens.images import load_image
@@ -132,21 +132,15 @@ def pipeline_chipper(detector: str = "hog", upsample: int = 1) -> Chipper:
         found, chips = faces.face_chips(image, detector=detector, upsample=upsample)
         if len(found) == 0:
             return 0, None, "no face found"
-        areas = [_area(f) for f in found]
-        return len(found), np.asarray(chips[int(np.argmax(areas))]), ""
+        return len(found), np.asarray(chips[0]), ""  # faces come largest first
 
     return chip
-
-
-def _area(face) -> float:
-    box = face.box
-    return float((box[2] - box[0]) * (box[3] - box[1]))
 
 
 def load_face_folder(
     root: str | os.PathLike,
     cache_dir: str | os.PathLike | None = None,
-    detector: str = "hog",
+    detector: str = "auto",
     upsample: int = 1,
     chipper: Chipper | None = None,
     use_cache: bool = True,
