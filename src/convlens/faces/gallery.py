@@ -152,8 +152,12 @@ def check_gallery_file(path: Path) -> bool:
         raise ConvlensError(f"{path}: is a folder, not a gallery file")
     if size == 0:
         return False
-    with open(path, "rb") as f:
-        header = f.read(100)
+    for _ in range(3):
+        with open(path, "rb") as f:
+            header = f.read(100)
+        if header.startswith(SQLITE_MAGIC):
+            break
+        time.sleep(0.05)  # a concurrent creator may be writing the first page right now
     if not header.startswith(SQLITE_MAGIC):
         raise ConvlensError(
             f"{path}: not a convlens gallery (not an SQLite database, or its header is "
@@ -294,7 +298,9 @@ class Gallery:
 
     def close(self) -> None:
         if self._ann is not None and self._ann.dirty:
-            self._save_index()
+            # Catch up first: never write back codes that another process has forgotten.
+            with contextlib.suppress(ConvlensError, sqlite3.Error):
+                self._sync_index(build=False)
         self._con.close()
 
     def __enter__(self) -> Gallery:
@@ -740,6 +746,8 @@ class Gallery:
         n, last, dim, uid = self._snapshot()
         ann = self._ann
         if ann is not None and ann.header.seq == last and not ann.needs_rebuild(n):
+            if ann.dirty:
+                self._save_index()
             return ann
         if ann is None and self._index_path().exists():
             ann = _search.AnnIndex.load(self._index_path())
