@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,11 @@ def load_image(source: ImageInput) -> np.ndarray:
     if path.is_dir():
         raise ConvlensError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # Our own MAX_PIXELS check below replaces Pillow's decompression-bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise ConvlensError(

@@ -1,0 +1,153 @@
+"""Face detection and landmarks with dlib: HOG (default), MMOD CNN, or an "auto" chain.
+
+Boxes are (x0, y0, x1, y1) in pixels, x1/y1 exclusive (width = x1 - x0), clipped to the
+image; each detection keeps dlib's unclipped rectangle for the landmark predictor. dlib
+models are loaded once per thread: dlib's detectors keep scratch state (not thread-safe) but
+release the GIL, so a thread pool detects in parallel, each thread with its own copy.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from convlens.errors import ConvlensError
+
+DETECTORS = ("hog", "cnn", "auto")
+_LOCK = threading.Lock()
+_LOCAL = threading.local()
+
+
+def _per_thread(make):
+    """Cache make()'s result once per thread (dlib's detectors are not thread-safe)."""
+
+    def get(*args):
+        cache = _LOCAL.__dict__.setdefault(make.__name__, {})
+        if args not in cache:
+            cache[args] = make(*args)
+        return cache[args]
+
+    get.__name__ = make.__name__
+    get.__doc__ = make.__doc__
+    return get
+
+
+@dataclass
+class Detection:
+    rect: tuple[int, int, int, int]  # dlib's rectangle: left, top, right, bottom (inclusive)
+    score: float
+    source: str  # "hog", "cnn" or "whole-image"
+
+    def box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = self.rect
+        return (max(x0, 0), max(y0, 0), min(x1 + 1, width), min(y1 + 1, height))
+
+    @property
+    def area(self) -> int:
+        x0, y0, x1, y1 = self.rect
+        return (x1 - x0 + 1) * (y1 - y0 + 1)
+
+
+def _dlib():
+    try:
+        import dlib
+    except ImportError:  # pragma: no cover - dlib-bin is a dependency
+        raise ConvlensError("dlib is not installed (pip install dlib-bin)") from None
+    return dlib
+
+
+@_per_thread
+def hog_detector():
+    with _LOCK:
+        return _dlib().get_frontal_face_detector()
+
+
+@_per_thread
+def cnn_detector():
+    from convlens.models.weights import dlib_model_file
+
+    with _LOCK:
+        return _dlib().cnn_face_detection_model_v1(str(dlib_model_file("mmod_human_face_detector")))
+
+
+@_per_thread
+def shape_predictor(points: int = 5):
+    from convlens.models.weights import dlib_model_file
+
+    names = {5: "shape_predictor_5_face_landmarks", 68: "shape_predictor_68_face_landmarks"}
+    if points not in names:
+        raise ConvlensError(f"landmarks must be 5 or 68, not {points!r}")
+    with _LOCK:
+        return _dlib().shape_predictor(str(dlib_model_file(names[points])))
+
+
+def _hog(image: np.ndarray, upsample: int, adjust_threshold: float) -> list[Detection]:
+    rects, scores, _ = hog_detector().run(image, upsample, adjust_threshold)
+    return [
+        Detection((r.left(), r.top(), r.right(), r.bottom()), float(s), "hog")
+        for r, s in zip(rects, scores, strict=True)
+    ]
+
+
+def _cnn(image: np.ndarray, upsample: int) -> list[Detection]:
+    found = cnn_detector()(image, upsample)
+    return [
+        Detection(
+            (d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()),
+            float(d.confidence),
+            "cnn",
+        )  # fmt: skip
+        for d in found
+    ]
+
+
+def detect(
+    image: np.ndarray,
+    detector: str = "hog",
+    upsample: int = 1,
+    adjust_threshold: float = 0.0,
+    whole_image_fallback: bool = False,
+    max_upsample: int = 2,
+) -> list[Detection]:
+    """Faces in an RGB uint8 image, largest first.
+
+    detector: "hog" (dlib's HOG + linear SVM; fast, frontal), "cnn" (dlib's MMOD CNN; slower
+    on CPU, finds more poses), or "auto": HOG at `upsample`, then HOG at higher upsampling up
+    to `max_upsample` (small faces, e.g. ORL's 92x112 photos), then the CNN.
+    whole_image_fallback: when nothing is found, treat the whole image as one face (for
+    photos that are already face crops).
+    """
+    if detector not in DETECTORS:
+        raise ConvlensError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if upsample < 0:
+        raise ConvlensError(f"upsample must be >= 0, not {upsample}")
+    image = np.ascontiguousarray(image)
+    if detector == "hog":
+        found = _hog(image, upsample, adjust_threshold)
+    elif detector == "cnn":
+        found = _cnn(image, upsample)
+    else:
+        found = _hog(image, upsample, adjust_threshold)
+        up = upsample
+        while not found and up < max(max_upsample, upsample):
+            up += 1
+            found = _hog(image, up, adjust_threshold)
+        if not found:
+            found = _cnn(image, upsample)
+    if not found and whole_image_fallback:
+        h, w = image.shape[:2]
+        found = [Detection((0, 0, w - 1, h - 1), 0.0, "whole-image")]
+    return sorted(found, key=lambda d: -d.area)
+
+
+def landmarks(image: np.ndarray, detections: list[Detection], points: int = 5) -> list[np.ndarray]:
+    """(points, 2) int landmark arrays, one per detection, from dlib's shape predictor."""
+    dlib = _dlib()
+    predictor = shape_predictor(points)
+    out = []
+    for d in detections:
+        shape = predictor(image, dlib.rectangle(*d.rect))
+        out.append(np.array([(p.x, p.y) for p in shape.parts()], np.int32))
+    return out
