@@ -209,3 +209,15 @@ def test_cli_trains_from_scratch(tmp_path, monkeypatch, capsys):
     assert load_face_model(out)(torch.zeros(1, 3, 150, 150)).shape == (1, 8)
     assert "model_id small_convnet-" in capsys.readouterr().out
     assert cli.main(args[:-1] + ["--init", "pretrained"]) == 2  # 8-d from a 128-d encoder
+
+
+def test_validation_subset_caps_and_needs_pairs():
+    from convlens.train.trainer import validation_subset
+
+    val = synthetic(5, 4)
+    assert len(validation_subset(val, 8, seed=0)) == 8
+    assert validation_subset(val, 100, seed=0) is val
+    singles = ChipSet(val.chips[::4], val.labels[::4], val.people, val.paths[::4])
+    assert validation_subset(singles, 100, seed=0) is None  # no genuine pair
+    assert validation_subset(val.subset(["p0"]), 100, seed=0) is None  # no impostor pair
+    assert validation_subset(None, 100, seed=0) is None

@@ -255,6 +255,24 @@ EPOCH_FIELDS = [
 ]  # fmt: skip
 
 
+MAX_VAL_CHIPS = 2000  # all pairs of 2000 chips: 2 M distances per evaluation
+GPU_CHIP_BYTES = 2 << 30
+
+
+def validation_subset(val: ChipSet | None, limit: int, seed: int) -> ChipSet | None:
+    """The validation chips (at most `limit`, a seeded sample), or None when they cannot give
+    both genuine and impostor pairs."""
+    if val is None or len(val) == 0:
+        return None
+    if len(val) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(val), limit, replace=False))
+        val = ChipSet(val.chips[keep], val.labels[keep], val.people, [val.paths[k] for k in keep])
+    counts = np.bincount(val.labels)
+    if (counts >= 2).sum() == 0 or (counts > 0).sum() < 2:
+        return None
+    return val
+
+
 def print_nothing(line: str) -> None:
     pass
 
@@ -273,7 +291,7 @@ class Trainer:
         cfg.check()
         self.cfg = cfg
         self.train_set = train
-        self.val_set = val if val is not None and len(val) and len(val.people) >= 2 else None
+        self.val_set = validation_subset(val, MAX_VAL_CHIPS, cfg.seed)
         self.out = Path(out)
         stem = self.out.with_suffix("")
         self.checkpoint = Path(checkpoint) if checkpoint else stem.with_suffix(".ckpt")
@@ -323,8 +341,11 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
         self.sampler = PKSampler(train.labels, cfg.batch_p, cfg.batch_k, cfg.seed, self.dist.rank)
-        # Chips stay uint8 on the host as (N, 3, H, W); a batch is gathered, then moved.
+        # Chips stay uint8 as (N, 3, H, W), on the GPU when they fit in GPU_CHIP_BYTES (then
+        # batches are gathered and augmented there); otherwise on the host, moved per batch.
         self.chips = torch.from_numpy(np.ascontiguousarray(train.chips)).permute(0, 3, 1, 2)
+        if self.device.type == "cuda" and train.chips.nbytes <= GPU_CHIP_BYTES:
+            self.chips = self.chips.to(self.device)
         self.labels = torch.from_numpy(train.labels)
         self.step = 0
         self.history: list[dict] = []
@@ -351,7 +372,7 @@ class Trainer:
         idx = self.sampler.batch(self.step)
         rng = np.random.default_rng([cfg.seed, self.step, self.dist.rank, 1])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        x = self.chips[idx].float()
+        x = self.chips[torch.from_numpy(idx).to(self.chips.device)].float()
         if cfg.augment:
             x = augment_batch(x, rng, cfg.jitter)
         x = x.to(self.device, non_blocking=True)
