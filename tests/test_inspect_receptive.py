@@ -98,3 +98,28 @@ def test_unknown_op_is_reported_not_guessed():
     assert layers["0"].rf.unknown is None
     assert "Upsample" in layers["1"].rf.unknown
     assert layers["2"].rf.unknown
+
+
+def test_face_encoder_fields_match_gradient():
+    # dlib's ResNet (untrained weights are enough for geometry): stride-2 layers without
+    # padding (they drop the last pixels), 3x3 convs with padding, average-pooled skips added
+    # with dlib's add_prev. Max pooling becomes average pooling of the same geometry so that
+    # every pixel of the field gets a gradient.
+    from convlens.models.dlib_resnet import DlibFaceResNet
+
+    net = DlibFaceResNet()
+    pool = net.stem.pool
+    net.stem.pool = nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding)
+    net.mean_rgb.zero_()  # positive inputs stay positive
+    net = _positive(net)
+    size = (150, 150)
+    layers = analyze(net, size)
+    for layer in ["stem", "stage1", "stage2.0"]:
+        info = layers[layer]
+        _, h, w = info.shape
+        for y, x in [(h // 2, w // 3), (0, 0), (h - 1, w - 1)]:
+            expected = _gradient_box(net, layer, size, y, x)
+            assert info.rf.box(y, x, *size) == expected, (layer, y, x)
+    # Bottom-right units: the nominal field clipped to the image would claim pixels 147..149,
+    # which the unpadded stride-2 stem never reads.
+    assert layers["stage1"].rf.box(34, 34, *size) == (112, 112, 147, 147)

@@ -57,6 +57,8 @@ def test_grid_png_and_json(folder, tmp_path):
     first = layer["units"][0]["top"][0]
     y, x = first["position"]
     assert first["box"] == [-1 + 2 * y, -1 + 2 * x, 7 + 2 * y, 7 + 2 * x]
+    t, lft, b, r = first["box"]  # here no pixel is dropped: exact = nominal clipped to 24x20
+    assert first["pixels"] == [max(t, 0), max(lft, 0), min(b, 24), min(r, 20)]
     assert first["image"].endswith(".png") and len(layer["units"][0]["top"]) == 4
 
 

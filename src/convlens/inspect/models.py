@@ -53,7 +53,8 @@ class NamedModel:
 MODELS: dict[str, NamedModel] = {
     "face": NamedModel(
         _load_face,
-        lambda: InputSpec((FACE_SIZE, FACE_SIZE), _face_tensor, face_views),
+        # dlib's detectors crash when called from several threads at once: one preparer.
+        lambda: InputSpec((FACE_SIZE, FACE_SIZE), _face_tensor, face_views, max_workers=1),
         "dlib's 128-d face encoder (ResNet); inputs: aligned 150x150 face chips, one per face",
     ),
     "efficientnet-lite0": NamedModel(

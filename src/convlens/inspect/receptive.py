@@ -1,24 +1,32 @@
 """Receptive fields from the layer stack: which input box each unit of each layer sees.
 
-Every named module's output gets a `ReceptiveField`: per spatial axis a (jump, start, size)
-triple, so unit i covers input pixels [start + i*jump, start + i*jump + size) on that axis.
-They are propagated through the network with torch.fx, one module level at a time, while the
-network runs on an example input (the real tensors give every node's shape):
+Every named module's output gets a `ReceptiveField`: per spatial axis the nominal
+(jump, start, size) triple -- unit i covers input pixels [start + i*jump, ... + size), padding
+included -- and the exact span of input pixels each position depends on (propagated position
+by position, so a unit next to a border whose field reaches into padding, or into pixels an
+unpadded strided layer dropped, gets exactly the pixels it can see).
+
+Fields are propagated with torch.fx, one module level at a time, while the network runs on an
+example input (the real tensors give every node's shape):
 
 - convolutions and pooling (module or functional): kernel, stride, padding, dilation;
 - explicit padding (nn.ZeroPad2d & co., F.pad) and spatial slicing `x[..., a:b, c:d]`;
 - ops with several spatial inputs (residual adds, concatenation along channels): the union of
   the inputs' fields, so a residual block's output sees what either branch sees;
 - element-wise ops (activations, batch norm, dropout): the field passes through;
-- anything that removes the spatial axes (flatten, linear, global pooling): the whole input.
+- adaptive pooling: its bins; anything that removes the spatial axes (flatten, linear, global
+  pooling): the whole input.
 
-Exactness notes: (1) the box counts pixels outside the image (padding); `box()` clips it to the
-image, `box(clip=False)` does not. (2) An input broadcast from 1x1 to a larger map (the gate of
-a squeeze-and-excitation block, a per-channel scale) is not treated as spatial: strictly such a
-gate makes every unit depend on the whole image, but the unit's spatial pattern still comes from
-its local field, which is what a patch should show. (3) Ops the rules do not know that change
-the spatial size (interpolation, transposed convolution) make the field unknown from there on.
-A module fx cannot trace is treated as a chain of its children in call order, with a warning.
+A module symbolic tracing cannot handle (Python control flow on shapes) is traced at the ATen
+level by make_fx on the real input instead: its output's field stays exact, the modules inside
+it are listed without one.
+
+Notes: (1) An input broadcast from 1x1 to a larger map (the gate of a squeeze-and-excitation
+block, a per-channel scale) is not treated as spatial: strictly such a gate makes every unit
+depend on the whole image, but the unit's spatial pattern still comes from its local field,
+which is what a patch should show. (2) Ops the rules do not know that change the spatial size
+(interpolation, transposed convolution) make the field unknown from there on. (3) Reflection
+and replication padding are treated like zero padding.
 """
 
 from __future__ import annotations
@@ -28,30 +36,74 @@ import operator
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from convlens.errors import ConvlensError
 
+EMPTY = (1 << 40, -(1 << 40))  # an interval no input pixel is in (a position that is padding)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class Axis:
-    """One spatial axis: unit i covers input coordinates [start + i*jump, ... + size)."""
+    """One spatial axis of a layer's output.
+
+    The nominal field: unit i covers input coordinates [start + i*jump, ... + size), the
+    textbook figure, padding included. `spans` (n, 2) is exact: the half-open interval of input
+    pixels that unit i really depends on, from propagating every position through each layer
+    (inside the image; positions that stem from padding contribute nothing, so near a border
+    the span can be shorter than the nominal field clipped to the image).
+    """
 
     jump: int
     start: int
     size: int
+    spans: np.ndarray
 
-    def window(self, k: int, stride: int, pad: int, dilation: int) -> Axis:
+    @staticmethod
+    def identity(n: int) -> Axis:
+        i = np.arange(n, dtype=np.int64)
+        return Axis(1, 0, 1, np.stack([i, i + 1], 1))
+
+    def window(self, k: int, stride: int, pad: int, dilation: int, n_out: int) -> Axis:
+        """Conv/pool: output i reads input positions i*stride - pad + t*dilation, t < k."""
+        taps = np.arange(n_out)[:, None] * stride - pad + np.arange(k)[None, :] * dilation
         return Axis(
             self.jump * stride,
             self.start - pad * self.jump,
             self.size + (k - 1) * dilation * self.jump,
+            self._gather(taps),
         )
 
-    def shift(self, offset: int) -> Axis:
-        return Axis(self.jump, self.start + offset * self.jump, self.size)
+    def shift(self, offset: int, n_out: int) -> Axis:
+        """Padding (offset < 0) or cropping (offset > 0): output i is input i + offset."""
+        taps = np.arange(n_out)[:, None] + offset
+        return Axis(self.jump, self.start + offset * self.jump, self.size, self._gather(taps))
+
+    def bins(self, n_out: int) -> Axis:
+        """Adaptive pooling: output i pools input [floor(i*n/m), ceil((i+1)*n/m))."""
+        n = len(self.spans)
+        i = np.arange(n_out)
+        lo, hi = (i * n) // n_out, -((-(i + 1) * n) // n_out)
+        width = int((hi - lo).max())
+        taps = np.where(
+            np.arange(width)[None, :] < (hi - lo)[:, None], lo[:, None] + np.arange(width), -1
+        )
+        jump = n // n_out if n % n_out == 0 else max(n // n_out, 1)
+        return Axis(
+            self.jump * jump, self.start, self.size + (width - 1) * self.jump, self._gather(taps)
+        )
+
+    def _gather(self, taps: np.ndarray) -> np.ndarray:
+        """Union, per output position, of the spans at the in-range taps."""
+        n = len(self.spans)
+        valid = (taps >= 0) & (taps < n)
+        idx = np.clip(taps, 0, max(n - 1, 0))
+        lo = np.where(valid, self.spans[idx, 0], EMPTY[0]).min(1)
+        hi = np.where(valid, self.spans[idx, 1], EMPTY[1]).max(1)
+        return np.stack([lo, hi], 1)
 
 
 def _union_axis(axes: list[Axis]) -> Axis:
@@ -59,10 +111,12 @@ def _union_axis(axes: list[Axis]) -> Axis:
         raise _Unknown(f"branches with different strides meet ({sorted({a.jump for a in axes})})")
     start = min(a.start for a in axes)
     end = max(a.start + a.size for a in axes)
-    return Axis(axes[0].jump, start, end - start)
+    spans = np.stack([a.spans for a in axes])
+    exact = np.stack([spans[:, :, 0].min(0), spans[:, :, 1].max(0)], 1)
+    return Axis(axes[0].jump, start, end - start, exact)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReceptiveField:
     """Receptive field of a layer's units in network-input pixels.
 
@@ -81,14 +135,16 @@ class ReceptiveField:
     def box(
         self, y: int, x: int, height: int, width: int, clip: bool = True
     ) -> tuple[int, int, int, int]:
-        """(top, left, bottom, right), half-open, of unit (y, x) in a height x width input."""
+        """(top, left, bottom, right), half-open, of unit (y, x) in a height x width input.
+
+        clip=True: exactly the input pixels the unit depends on (its gradient's support when
+        no path cancels). clip=False: the nominal field, padding included, possibly running
+        past the image edges (the same size for every unit of the layer).
+        """
         if self.unknown:
             raise ConvlensError(f"receptive field unknown: {self.unknown}")
-        top, bottom = _span(self.h, y, height)
-        left, right = _span(self.w, x, width)
-        if clip:
-            top, left = max(top, 0), max(left, 0)
-            bottom, right = min(bottom, height), min(right, width)
+        top, bottom = _span(self.h, y, height, clip)
+        left, right = _span(self.w, x, width, clip)
         return top, left, bottom, right
 
     def describe(self) -> str:
@@ -115,14 +171,16 @@ class ReceptiveField:
         return out
 
 
-def _span(ax: Axis | None, i: int, n: int) -> tuple[int, int]:
+def _span(ax: Axis | None, i: int, n: int, exact: bool) -> tuple[int, int]:
     if ax is None:
         return 0, n
+    if exact:
+        lo, hi = (int(v) for v in ax.spans[i])
+        return (lo, hi) if lo < hi else (0, 0)
     lo = ax.start + i * ax.jump
     return lo, lo + ax.size
 
 
-IDENTITY = ReceptiveField(Axis(1, 0, 1), Axis(1, 0, 1))
 GLOBAL = ReceptiveField(None, None)
 
 
@@ -132,20 +190,27 @@ class _Unknown(Exception):
 
 def _pair(v) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else _raise(f"bad 2-D parameter {v}")
+        if len(v) not in (1, 2):
+            raise _Unknown(f"bad 2-D parameter {v}")
+        return int(v[0]), int(v[-1])
     return int(v), int(v)
 
 
-def _raise(msg):
-    raise _Unknown(msg)
+def _spatial(t) -> tuple[int, int] | None:
+    return tuple(t.shape[-2:]) if isinstance(t, torch.Tensor) and t.dim() == 4 else None
 
 
-def _window(rf: ReceptiveField, k, stride, pad, dilation) -> ReceptiveField:
-    """Conv/pool window on both axes; `pad` is (top, left) padding."""
+def _axes(rf: ReceptiveField, fn_h, fn_w) -> ReceptiveField:
+    return ReceptiveField(
+        None if rf.h is None else fn_h(rf.h), None if rf.w is None else fn_w(rf.w)
+    )
+
+
+def _window(rf: ReceptiveField, out, k, stride, pad, dilation) -> ReceptiveField:
+    """Conv/pool window on both axes; `pad` is the (top, left) padding."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(v) for v in (k, stride, pad, dilation))
-    h = None if rf.h is None else rf.h.window(kh, sh, ph, dh)
-    w = None if rf.w is None else rf.w.window(kw, sw, pw, dw)
-    return ReceptiveField(h, w)
+    oh, ow = _spatial(out)
+    return _axes(rf, lambda a: a.window(kh, sh, ph, dh, oh), lambda a: a.window(kw, sw, pw, dw, ow))
 
 
 def _same_padding(k, dilation) -> tuple[int, int]:
@@ -162,17 +227,17 @@ def _conv_padding(padding, k, dilation):
     return _pair(padding)
 
 
-def _pad(rf: ReceptiveField, pad: tuple[int, ...]) -> ReceptiveField:
-    """F.pad-style (left, right, top, bottom, ...) padding; only the leading pads move the field."""
+def _pad(rf: ReceptiveField, out, pad: tuple[int, ...]) -> ReceptiveField:
+    """F.pad-style (left, right, top, bottom, ...) padding: new positions see nothing."""
     left = int(pad[0]) if len(pad) >= 2 else 0
     top = int(pad[2]) if len(pad) >= 4 else 0
-    h = None if rf.h is None else rf.h.shift(-top)
-    w = None if rf.w is None else rf.w.shift(-left)
-    return ReceptiveField(h, w)
+    oh, ow = _spatial(out)
+    return _axes(rf, lambda a: a.shift(-top, oh), lambda a: a.shift(-left, ow))
 
 
-def _spatial(t) -> tuple[int, int] | None:
-    return tuple(t.shape[-2:]) if isinstance(t, torch.Tensor) and t.dim() == 4 else None
+def _crop(rf: ReceptiveField, out, top: int, left: int) -> ReceptiveField:
+    oh, ow = _spatial(out)
+    return _axes(rf, lambda a: a.shift(top, oh), lambda a: a.shift(left, ow))
 
 
 def _generic(inputs: list[tuple[torch.Tensor, ReceptiveField]], out) -> ReceptiveField | None:
@@ -202,28 +267,26 @@ def _generic(inputs: list[tuple[torch.Tensor, ReceptiveField]], out) -> Receptiv
     )
 
 
-def _adaptive(rf: ReceptiveField, inp, out) -> ReceptiveField:
-    (ih, iw), (oh, ow) = _spatial(inp), _spatial(out)
-    if (oh, ow) == (1, 1) or ih % oh or iw % ow:
-        return GLOBAL  # uneven bins: conservatively the whole input
-    kh, kw = ih // oh, iw // ow
-    return _window(rf, (kh, kw), (kh, kw), 0, 1)
+def _adaptive(rf: ReceptiveField, out) -> ReceptiveField:
+    oh, ow = _spatial(out)
+    if (oh, ow) == (1, 1):
+        return GLOBAL
+    return _axes(rf, lambda a: a.bins(oh), lambda a: a.bins(ow))
 
 
 # Leaf modules with a geometric rule; every other torch.nn leaf is element-wise or global.
 def _module_rule(m: nn.Module, rf: ReceptiveField, inp, out) -> ReceptiveField | None:
     if isinstance(m, nn.Conv2d):
         pad = _conv_padding(m.padding, m.kernel_size, m.dilation)
-        return _window(rf, m.kernel_size, m.stride, pad, m.dilation)
+        return _window(rf, out, m.kernel_size, m.stride, pad, m.dilation)
     if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)):
         stride = m.stride or m.kernel_size
-        return _window(
-            rf, m.kernel_size, stride, getattr(m, "padding", 0), getattr(m, "dilation", 1)
-        )
+        pad, dilation = getattr(m, "padding", 0), getattr(m, "dilation", 1)
+        return _window(rf, out, m.kernel_size, stride, pad, dilation)
     if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)):
-        return _pad(rf, tuple(m.padding))
+        return _pad(rf, out, tuple(m.padding))
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        return _adaptive(rf, inp, out)
+        return _adaptive(rf, out)
     if isinstance(m, (nn.ConvTranspose2d, nn.Upsample, nn.PixelShuffle, nn.Fold, nn.Unfold)):
         raise _Unknown(f"no receptive-field rule for {type(m).__name__}")
     return None  # generic
@@ -241,17 +304,17 @@ def _function_rule(fn, args, kwargs, rf: ReceptiveField, out) -> ReceptiveField 
         k = tuple(weight.shape[-2:])
         dilation = _arg(args, kwargs, 5, "dilation", 1)
         pad = _conv_padding(_arg(args, kwargs, 4, "padding", 0), k, dilation)
-        return _window(rf, k, _arg(args, kwargs, 3, "stride", 1), pad, dilation)
+        return _window(rf, out, k, _arg(args, kwargs, 3, "stride", 1), pad, dilation)
     if fn in (F.max_pool2d, F.avg_pool2d, torch.max_pool2d):
         k = _arg(args, kwargs, 1, "kernel_size", None)
         stride = _arg(args, kwargs, 2, "stride", None) or k
         pad = _arg(args, kwargs, 3, "padding", 0)
         dilation = 1 if fn is F.avg_pool2d else _arg(args, kwargs, 4, "dilation", 1)
-        return _window(rf, k, stride, pad, dilation)
+        return _window(rf, out, k, stride, pad, dilation)
     if fn is F.pad:
-        return _pad(rf, tuple(_arg(args, kwargs, 1, "pad", ())))
+        return _pad(rf, out, tuple(_arg(args, kwargs, 1, "pad", ())))
     if fn in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
-        return _adaptive(rf, args[0], out)
+        return _adaptive(rf, out)
     if fn in (F.interpolate, F.conv_transpose2d, F.pixel_shuffle, F.unfold, F.fold):
         raise _Unknown(f"no receptive-field rule for {fn.__name__}")
     if fn is operator.getitem and isinstance(args[0], torch.Tensor):
@@ -274,31 +337,31 @@ _ATEN_ADAPTIVE = (_aten._adaptive_avg_pool2d.default, _aten.adaptive_max_pool2d.
 def _aten_rule(fn, args, rf: ReceptiveField, out) -> ReceptiveField | None:
     """Rules for the ATen ops of a make_fx graph (the fallback for modules fx cannot trace)."""
     n = len(args)
+    out = out[0] if isinstance(out, (tuple, list)) else out
     if fn is _aten.convolution.default:
         if args[6]:
             raise _Unknown("no receptive-field rule for a transposed convolution")
-        return _window(rf, tuple(args[1].shape[-2:]), args[3], args[4], args[5])
+        return _window(rf, out, tuple(args[1].shape[-2:]), args[3], args[4], args[5])
     if fn in _ATEN_PADS:
-        return _pad(rf, tuple(args[1]))
+        return _pad(rf, out, tuple(args[1]))
     if fn in _ATEN_MAX_POOLS or fn is _aten.avg_pool2d.default:
         k = args[1]
         stride = args[2] if n > 2 and args[2] else k
         pad = args[3] if n > 3 else 0
         dilation = args[4] if n > 4 and fn in _ATEN_MAX_POOLS else 1
-        return _window(rf, k, stride, pad, dilation)
+        return _window(rf, out, k, stride, pad, dilation)
     if fn in _ATEN_ADAPTIVE:
-        return _adaptive(rf, args[0], out[0] if isinstance(out, tuple) else out)
+        return _adaptive(rf, out)
     if fn is _aten.slice.Tensor and args[0].dim() == 4:
         dim = (args[1] if n > 1 else 0) % 4
-        start = (args[2] if n > 2 and args[2] is not None else 0) or 0
         if (args[4] if n > 4 else 1) != 1:
             return None
         if dim < 2:
             return rf
-        start = start + args[0].shape[dim] if start < 0 else min(start, args[0].shape[dim])
-        if dim == 2:
-            return ReceptiveField(None if rf.h is None else rf.h.shift(start), rf.w)
-        return ReceptiveField(rf.h, None if rf.w is None else rf.w.shift(start))
+        start = (args[2] if n > 2 and args[2] is not None else 0) or 0
+        size = args[0].shape[dim]
+        start = max(start + size, 0) if start < 0 else min(start, size)
+        return _crop(rf, out, start if dim == 2 else 0, start if dim == 3 else 0)
     return None
 
 
@@ -310,18 +373,13 @@ def _slice(rf: ReceptiveField, t: torch.Tensor, index, out) -> ReceptiveField | 
         pos = index.index(Ellipsis)
         index = index[:pos] + (slice(None),) * (4 - len(index) + 1) + index[pos + 1 :]
     index = index + (slice(None),) * (4 - len(index))
-    offsets = []
-    for dim in (2, 3):
-        s = index[dim]
-        if not isinstance(s, slice) or s.step not in (None, 1):
-            return None
-        start = s.start or 0
-        offsets.append(start + t.shape[dim] if start < 0 else start)
-    if any(not isinstance(s, slice) for s in index[:2]):
+    if any(not isinstance(s, slice) or s.step not in (None, 1) for s in index):
         return None
-    h = None if rf.h is None else rf.h.shift(offsets[0])
-    w = None if rf.w is None else rf.w.shift(offsets[1])
-    return ReceptiveField(h, w)
+    starts = []
+    for dim in (2, 3):
+        start, size = index[dim].start or 0, t.shape[dim]
+        starts.append(max(start + size, 0) if start < 0 else min(start, size))
+    return _crop(rf, out, *starts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,7 +636,8 @@ def analyze(
     model.eval()
     try:
         with torch.no_grad():
-            prop.run_module(model, "", (_V(x, IDENTITY),), {})
+            identity = ReceptiveField(Axis.identity(h), Axis.identity(w))
+            prop.run_module(model, "", (_V(x, identity),), {})
     finally:
         model.train(was_training)
     for msg in prop.warnings:

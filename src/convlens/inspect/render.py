@@ -3,8 +3,9 @@ through the receptive field, resized to one size and labelled; plus the same dat
 
 A patch is the unit's full receptive-field box: where the box runs past the image edge (the
 network saw zero padding there) the patch shows mid-grey, so every patch of a layer has the same
-geometry. The optional second view weights each patch by |d unit / d input|, normalised per
-patch (to its 99th percentile, square-rooted): which pixels in the box drive the unit.
+geometry; along an axis where the field is at least as long as the image, the patch is simply
+the whole image along it. The optional second view weights each patch by |d unit / d input|,
+normalised per patch (to its 99th percentile, square-rooted): which pixels drive the unit.
 """
 
 from __future__ import annotations
@@ -46,6 +47,18 @@ def crop_box(view: np.ndarray, box: tuple[int, int, int, int], fill=PAD_GREY) ->
     return out
 
 
+def display_box(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box a patch shows: the field's box, except that along an axis where the field is
+    at least as long as the image (every unit sees all of it) the patch spans the image."""
+    t, lft, b, r = box
+    h, w = size
+    if b - t >= h:
+        t, b = 0, h
+    if r - lft >= w:
+        lft, r = 0, w
+    return t, lft, b, r
+
+
 def _resize(patch: np.ndarray, size: int) -> Image.Image:
     img = Image.fromarray(patch)
     # Small fields are magnified: nearest keeps their pixels visible instead of a blur.
@@ -70,7 +83,8 @@ class Cell:
     source: str
     view: int
     position: tuple[int, int]  # (y, x) in the layer's output map
-    box: tuple[int, int, int, int]  # (top, left, bottom, right) in the network input, unclipped
+    box: tuple[int, int, int, int]  # nominal field (top, left, bottom, right), may pass the edges
+    pixels: tuple[int, int, int, int]  # the input pixels the unit really depends on
     patch: np.ndarray
     gradient: np.ndarray | None = None  # the gradient-weighted patch
 
@@ -97,14 +111,17 @@ def cells_for_layer(
                 continue
             y, x = (int(v) for v in top.positions[u, k])
             box = rf.box(y, x, *size, clip=False)
-            patch = crop_box(views[item], box)
+            shown = display_box(box, size)
+            patch = crop_box(views[item], shown)
             grad = None
             if grads is not None:
-                g = crop_box(grads[(u, k)], box, fill=0.0)
+                g = crop_box(grads[(u, k)], shown, fill=0.0)
                 grad = weight_by_gradient(patch, g)
             source, view = result.source_of(item)
             name = str(source) if isinstance(source, (str, os.PathLike)) else f"image {item}"
-            row.append(Cell(float(top.values[u, k]), item, name, view, (y, x), box, patch, grad))
+            exact = rf.box(y, x, *size)
+            value = float(top.values[u, k])
+            row.append(Cell(value, item, name, view, (y, x), box, exact, patch, grad))
         rows.append(row)
     return rows
 
@@ -160,6 +177,7 @@ def layer_json(top: LayerTop, rf: ReceptiveField, cells: list[list[Cell]]) -> di
                         "view": c.view,
                         "position": list(c.position),
                         "box": list(c.box),
+                        "pixels": list(c.pixels),
                     }
                     for c in row
                 ],

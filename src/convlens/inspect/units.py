@@ -59,12 +59,15 @@ class InputSpec:
     `prepare` turns one RGB uint8 image into the network-input views (uint8 (H, W, 3), the
     pixels patches are cropped from): by default the image fitted to `size`; the face encoder
     gives one aligned chip per face. `to_tensor` turns a uint8 batch (N, H, W, 3) into the
-    float tensor the network takes (scaling, mean/std normalisation).
+    float tensor the network takes (scaling, mean/std normalisation). Images are decoded and
+    prepared by a thread pool ahead of the network; `max_workers` caps its size.
     """
 
     size: tuple[int, int]
     to_tensor: Callable[[np.ndarray], torch.Tensor] = scale_01
     prepare: Callable[[np.ndarray], list[np.ndarray]] | None = None
+    # At most this many images prepared at once; 1 for code that is not thread-safe (dlib).
+    max_workers: int | None = None
 
     def views(self, image: np.ndarray) -> list[np.ndarray]:
         if self.prepare is None:
@@ -290,6 +293,7 @@ def scan(
     was_training = model.training
     model.eval()
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    workers = min(workers, spec.max_workers or workers)
 
     result = ScanResult({}, sources)
     state: dict[str, dict] = {}
