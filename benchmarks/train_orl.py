@@ -34,8 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from convlens.faces.pipeline import embed_chips  # noqa: E402
 from convlens.train.data import load_face_folder  # noqa: E402
-from convlens.train.trainer import TrainConfig, Trainer, embed_chips, verify  # noqa: E402
+from convlens.train.trainer import TrainConfig, Trainer, verify  # noqa: E402
 
 TRAIN = [f"s{i}" for i in range(1, 31)]
 HELD_OUT = [f"s{i}" for i in range(31, 41)]
@@ -215,7 +216,7 @@ def main() -> int:
         stages = [n for n, _ in pre.named_children()]
         train_from = args.finetune_from or [n for n in stages if n.startswith("stage")][-1]
         print(f"fine-tune pretrained from {train_from} (layers {stages}):")
-        base = embed_chips(pre, val.chips, torch.device("cpu"))
+        base = embed_chips(val.chips, pre, device="cpu")
         untouched = verify(base, val.labels)
         cfg = TrainConfig(
             init="pretrained",
@@ -232,7 +233,7 @@ def main() -> int:
         r = run("finetune", cfg, train, val, work, log)
         shutil.copy(r["png"], docs / "finetune.png")
         tuned = load_face_model(work / "finetune.pt")
-        after = verify(embed_chips(tuned, val.chips, torch.device("cpu")), val.labels)
+        after = verify(embed_chips(val.chips, tuned, device="cpu"), val.labels)
         report["finetune"] = {
             "train_from": train_from,
             "frozen": r["frozen"],

@@ -106,6 +106,10 @@ def test_saved_model_loads_with_a_new_id_and_right_dim(tmp_path):
     emb = model(torch.rand(3, 3, 150, 150) * 255)
     assert emb.shape == (3, 16)
     assert torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+    from convlens import faces  # the face pipeline takes the file like any encoder
+
+    chips = np.random.default_rng(0).integers(0, 256, (2, 150, 150, 3), dtype=np.uint8)
+    assert faces.embed_chips(chips, model=out).shape == (2, 16)
 
 
 def test_train_from_freezes_earlier_layers(tmp_path):

@@ -210,31 +210,6 @@ def pick_device(name: str, info: DistInfo) -> torch.device:
     return device
 
 
-def embed_chips(
-    model: nn.Module, chips: np.ndarray, device: torch.device, batch: int = 64, amp=None
-) -> np.ndarray:
-    """Embeddings of uint8 chips (N, 150, 150, 3) with the model in eval mode."""
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(chips), batch):
-            x = torch.from_numpy(np.ascontiguousarray(chips[s : s + batch])).to(device)
-            x = x.permute(0, 3, 1, 2).float()
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp):
-                out.append(model(x).float().cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def verify(emb: np.ndarray, labels: np.ndarray) -> dict:
     """TAR at FAR 1e-2 / 1e-3 and EER of all pairs of the validation chips."""
     from convlens.metrics import all_pairs, verification_report
@@ -379,7 +354,8 @@ class Trainer:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         labels = self.labels[idx].to(self.device)
-        with _autocast(self.device, self.amp_dtype):
+        amp = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=amp):
             loss, stats = self.model(x, labels, gen)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -402,8 +378,10 @@ class Trainer:
     def evaluate(self) -> dict:
         if self.val_set is None:
             return {}
-        emb = embed_chips(self.objective.encoder, self.val_set.chips, self.device, 64, None)
-        self._train_mode()
+        from convlens.faces.pipeline import embed_chips
+
+        emb = embed_chips(self.val_set.chips, self.objective.encoder, device=self.device)
+        self._train_mode()  # embed_chips put the encoder in eval mode
         return verify(emb, self.val_set.labels)
 
     # --- checkpoint -------------------------------------------------------------------
