@@ -1,0 +1,462 @@
+"""Style-transfer evidence: speed against a naive loop, quality grids, the docs gallery.
+
+    python benchmarks/style.py speed      # seconds for 300 iterations at 256 / 512 px
+    python benchmarks/style.py grid       # settings comparison -> docs/style/compare_*.jpg
+    python benchmarks/style.py gallery    # 3 photos x 3 paintings -> docs/style/gallery_*.jpg
+    python benchmarks/style.py large      # 1024 px coarse-to-fine run: time and peak memory
+    python benchmarks/style.py all
+
+Everything runs under flock /tmp/convlens-bench.lock (the CPU is shared with other
+benchmarks). Results merge into benchmarks/results/style.json; style.md is rewritten from it.
+
+The naive reference (`naive_loop`) is the textbook loop: eager PyTorch, unmodified network
+(BatchNorm separate, NCHW), the whole feature network run every step (stem .. head), raw block
+outputs tapped with forward hooks, fp32, Adam; targets are computed once with no_grad and the
+weights are frozen (every tutorial does both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import platform
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs" / "style"
+SHARED = ROOT.parent / "shared" / "data"
+STYLES = SHARED / "styles"
+LOCK = "/tmp/convlens-bench.lock"
+
+
+@contextmanager
+def bench_lock():
+    with open(LOCK, "w") as f:
+        t = time.perf_counter()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        waited = time.perf_counter() - t
+        if waited > 1:
+            print(f"(waited {waited:.0f} s for {LOCK})", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def load_results() -> dict:
+    path = RESULTS / "style.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_results(update: dict) -> dict:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = load_results()
+    data.update(update)
+    data["machine"] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": torch.get_num_threads() if False else __import__("os").cpu_count(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+    (RESULTS / "style.json").write_text(json.dumps(data, indent=2))
+    write_markdown(data)
+    return data
+
+
+def contents() -> dict[str, np.ndarray]:
+    import skimage.data as D
+
+    from convlens.images import load_image
+
+    out = {"astronaut": D.astronaut(), "chelsea": D.chelsea()}
+    obama = SHARED / "faces" / "photos" / "obama.jpg"
+    out["obama" if obama.exists() else "coffee"] = (
+        load_image(obama) if obama.exists() else D.coffee()
+    )
+    return out
+
+
+def style_paths() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(STYLES.glob("*.jpg"))}
+
+
+# ------------------------------------------------------------------ speed
+
+
+def naive_loop(content: np.ndarray, style: np.ndarray, size: int, steps: int) -> float:
+    """The reference: eager, unmodified Lite0, whole feature network, raw features, fp32."""
+    from convlens.models.efficientnet_lite import load_efficientnet_lite0
+    from convlens.style.losses import normalized_gram, style_cost_from_grams
+
+    model = load_efficientnet_lite0()
+    model.requires_grad_(False)
+    content_layers = ["blocks.4"]
+    style_layers = ["blocks.0", "blocks.2", "blocks.4", "blocks.10"]
+    modules = dict(model.named_modules())
+    feats: dict[str, torch.Tensor] = {}
+    for name in content_layers + style_layers:
+        modules[name].register_forward_hook(lambda m, i, o, name=name: feats.__setitem__(name, o))
+
+    def to_t(img, hw):
+        x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
+        return torch.nn.functional.interpolate(x, size=hw, mode="bilinear", antialias=True)
+
+    h, w = content.shape[:2]
+    k = size / max(h, w)
+    c = to_t(content, (round(h * k), round(w * k))).clamp(0, 1)
+    s = to_t(style, (round(style.shape[0] * k), round(style.shape[1] * k))).clamp(0, 1)
+    with torch.no_grad():
+        model.features(c)
+        ct = {n: feats[n].clone() for n in content_layers}
+        model.features(s)
+        gt = {n: normalized_gram(feats[n]) for n in style_layers}
+    x = c.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=0.02)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad()
+        model.features(x)
+        jc = sum(0.5 * (feats[n] - ct[n]).pow(2).sum() / ct[n].numel() for n in content_layers)
+        js = sum(style_cost_from_grams(gt[n], normalized_gram(feats[n])) for n in style_layers)
+        loss = jc + 10.0 * js / len(style_layers)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+    return time.perf_counter() - t0
+
+
+def ours(content, style, size, steps, **kw) -> float:
+    from convlens.style import run_transfer
+
+    r = run_transfer(content, style, size=size, steps=steps, progress=False, **kw)
+    return r.seconds
+
+
+def speed(args) -> None:
+    import skimage.data as D
+
+    from convlens.images import load_image
+
+    content = D.chelsea()
+    style = load_image(style_paths()["starry_night"])
+    rows = []
+    configs = [
+        ("naive (eager, full net, BN, NCHW, raw)", None),
+        (
+            "ours raw features, no BN fold, NCHW",
+            dict(features="raw", fold_bn=False, channels_last=False),
+        ),
+        ("ours raw features, BN folded, NCHW", dict(features="raw", channels_last=False)),
+        ("ours raw features (BN folded, channels_last)", dict(features="raw")),
+        ("ours default (avgpool features)", dict()),
+    ]
+    if args.compile:
+        configs.append(("ours raw features + torch.compile", dict(features="raw", compile=True)))
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for size in args.sizes:
+            base = None
+            for label, kw in configs:
+                steps = args.steps
+                with bench_lock():
+                    if kw is None:
+                        secs = naive_loop(content, style, size, steps)
+                    else:
+                        secs = ours(content, style, size, steps, threads=threads, **kw)
+                base = base or secs
+                row = {
+                    "config": label,
+                    "size": size,
+                    "threads": threads,
+                    "steps": steps,
+                    "seconds": round(secs, 2),
+                    "s_per_iter": round(secs / steps, 4),
+                    "speedup_vs_naive": round(base / secs, 2),
+                }
+                print(row, flush=True)
+                rows.append(row)
+    save_results({"speed": rows})
+
+
+# ------------------------------------------------------------------ quality
+
+
+def label(img: Image.Image, text: str) -> Image.Image:
+    out = img.copy()
+    d = ImageDraw.Draw(out)
+    d.rectangle([0, 0, 7 * len(text) + 6, 14], fill=(0, 0, 0))
+    d.text((3, 1), text, fill=(255, 255, 255))
+    return out
+
+
+def grid(images: list[list[Image.Image]], pad: int = 4) -> Image.Image:
+    h = max(i.height for row in images for i in row)
+    w = max(i.width for row in images for i in row)
+    cols = max(len(r) for r in images)
+    canvas = Image.new("RGB", (cols * (w + pad) + pad, len(images) * (h + pad) + pad), "white")
+    for r, row in enumerate(images):
+        for c, img in enumerate(row):
+            canvas.paste(img, (pad + c * (w + pad), pad + r * (h + pad)))
+    return canvas
+
+
+def save_jpeg(img: Image.Image, path: Path, max_kb: int = 300) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for q in (88, 82, 75, 68, 60):
+        img.save(path, quality=q, optimize=True)
+        if path.stat().st_size <= max_kb * 1024:
+            return
+
+
+def speckle(img: Image.Image) -> float:
+    """Fine colour speckle: mean |pixel - 3x3 box mean| of the chroma channels (0..255 scale).
+    High-frequency colour energy; a photo's flat areas score near 0."""
+    arr = np.asarray(img.convert("YCbCr"), np.float64)[..., 1:]
+    pad = np.pad(arr, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    box = sum(pad[i : i + arr.shape[0], j : j + arr.shape[1]] for i in range(3) for j in range(3))
+    return float(np.abs(arr - box / 9).mean())
+
+
+COMPARISONS = {
+    # name: run_transfer options (on top of size/steps)
+    "raw features": dict(features="raw"),
+    "raw + TV": dict(features="raw", tv_weight=None),
+    "avgpool (default)": dict(features="avgpool"),
+    "avgpool + TV": dict(features="avgpool", tv_weight=None),
+    "preact + avgpool": dict(features="preact"),
+    "L-BFGS": dict(optimizer="lbfgs"),
+    "init noise": dict(init="noise"),
+    "init content+noise": dict(init="content+noise"),
+    "preserve colours": dict(preserve_colors=True),
+}
+
+
+def compare(args) -> None:
+    import skimage.data as D
+
+    from convlens.images import load_image
+    from convlens.style import run_transfer
+
+    content = D.chelsea()
+    style = load_image(style_paths()["starry_night"])
+    tiles, rows = [], []
+    for name, kw in COMPARISONS.items():
+        kw = dict(kw)
+        if "tv_weight" in kw and kw["tv_weight"] is None:
+            kw["tv_weight"] = args.tv
+        with bench_lock():
+            r = run_transfer(
+                content,
+                style,
+                size=args.size,
+                steps=args.steps,
+                progress=False,
+                threads=args.threads[0],
+                **kw,
+            )
+        last = r.history[-1]
+        row = {
+            "setting": name,
+            "options": kw,
+            "seconds": round(r.seconds, 1),
+            "content_cost": last["content"],
+            "style_cost": last["style"],
+            "speckle": round(speckle(r.image), 3),
+        }
+        print(row, flush=True)
+        rows.append(row)
+        tiles.append(label(r.image, name))
+    photo = Image.fromarray(content).resize(tiles[0].size, Image.LANCZOS)
+    tiles.append(label(photo, f"content photo (speckle {speckle(photo):.2f})"))
+    per_row = 3
+    save_jpeg(
+        grid([tiles[i : i + per_row] for i in range(0, len(tiles), per_row)]),
+        DOCS / "compare_settings.jpg",
+    )
+    save_results({"compare": {"size": args.size, "steps": args.steps, "rows": rows}})
+
+
+def gallery(args) -> None:
+    from convlens.style import run_transfer
+
+    styles = style_paths()
+    rows, report = [], []
+    for cname, img in contents().items():
+        row = []
+        thumb = Image.fromarray(img)
+        thumb.thumbnail((args.size, args.size))
+        row.append(label(thumb, cname))
+        for sname, spath in styles.items():
+            with bench_lock():
+                r = run_transfer(
+                    img,
+                    spath,
+                    size=args.size,
+                    steps=args.steps,
+                    progress=False,
+                    threads=args.threads[0],
+                    tv_weight=args.tv,
+                    scales=args.scales,
+                )
+            save_jpeg(r.image, DOCS / f"{cname}_{sname}.jpg", max_kb=250)
+            report.append(
+                {
+                    "content": cname,
+                    "style": sname,
+                    "seconds": round(r.seconds, 1),
+                    "speckle": round(speckle(r.image), 3),
+                }
+            )
+            print(report[-1], flush=True)
+            small = r.image.copy()
+            small.thumbnail((256, 256))
+            row.append(small)
+        rows.append(row)
+    header = [Image.new("RGB", (256, 200), "white")]
+    for sname, spath in styles.items():
+        s = Image.open(spath).convert("RGB")
+        s.thumbnail((256, 200))
+        header.append(label(s, sname))
+    save_jpeg(
+        grid(
+            [header]
+            + [[r[0].resize((256, round(256 * r[0].height / r[0].width)))] + r[1:] for r in rows]
+        ),
+        DOCS / "gallery.jpg",
+    )
+    save_results(
+        {
+            "gallery": {
+                "size": args.size,
+                "steps": args.steps,
+                "tv": args.tv,
+                "scales": args.scales,
+                "runs": report,
+            }
+        }
+    )
+
+
+def large(args) -> None:
+    import skimage.data as D
+
+    from convlens.style import run_transfer
+
+    with bench_lock():
+        r = run_transfer(
+            D.astronaut(),
+            style_paths()["great_wave"],
+            size=1024,
+            steps=args.steps,
+            scales=3,
+            tv_weight=args.tv,
+            progress=False,
+            threads=args.threads[0],
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    save_jpeg(r.image, DOCS / "astronaut_great_wave_1024.jpg", max_kb=300)
+    row = {
+        "size": 1024,
+        "scales": 3,
+        "sizes": r.sizes,
+        "steps_coarsest": args.steps,
+        "seconds": round(r.seconds, 1),
+        "peak_rss_gib": round(peak / 2**30, 2),
+        "estimated_gib": round(r.estimated_bytes / 2**30, 2),
+    }
+    print(row, flush=True)
+    save_results({"large": row})
+
+
+# ------------------------------------------------------------------ report
+
+
+def write_markdown(data: dict) -> None:
+    lines = [
+        "# Style transfer benchmark",
+        "",
+        "Written by `benchmarks/style.py` from `style.json`. CPU: 2 shared cores "
+        "(other benchmarks ran beside these; runs hold /tmp/convlens-bench.lock). "
+        "No GPU was available: no GPU numbers are claimed.",
+        "",
+    ]
+    if "speed" in data:
+        lines += [
+            "## Speed: seconds for N Adam iterations (chelsea x starry_night)",
+            "",
+            "| config | size | threads | steps | seconds | s/iter | speedup vs naive |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in data["speed"]:
+            lines.append(
+                f"| {r['config']} | {r['size']} | {r['threads']} | {r['steps']} | "
+                f"{r['seconds']} | {r['s_per_iter']} | {r['speedup_vs_naive']}x |"
+            )
+        lines.append("")
+    if "compare" in data:
+        c = data["compare"]
+        lines += [
+            f"## Settings compared ({c['size']} px, {c['steps']} steps)",
+            "",
+            "| setting | seconds | content cost | style cost | speckle |",
+            "|---|---|---|---|---|",
+        ]
+        for r in c["rows"]:
+            lines.append(
+                f"| {r['setting']} | {r['seconds']} | {r['content_cost']:.3g} | "
+                f"{r['style_cost']:.3g} | {r['speckle']} |"
+            )
+        lines.append("")
+    if "gallery" in data:
+        g = data["gallery"]
+        lines += [
+            f"## Gallery runs ({g['size']} px, {g['steps']} steps, tv {g['tv']}, "
+            f"scales {g['scales']})",
+            "",
+            "| content | style | seconds | speckle |",
+            "|---|---|---|---|",
+        ]
+        for r in g["runs"]:
+            lines.append(f"| {r['content']} | {r['style']} | {r['seconds']} | {r['speckle']} |")
+        lines.append("")
+    if "large" in data:
+        r = data["large"]
+        lines += [
+            "## High resolution",
+            "",
+            f"1024 px, {r['scales']} scales {r['sizes']}: {r['seconds']} s, peak RSS "
+            f"{r['peak_rss_gib']} GiB (estimate before starting: {r['estimated_gib']} GiB).",
+            "",
+        ]
+    (RESULTS / "style.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["speed", "grid", "gallery", "large", "all"])
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--size", type=int, default=384)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--threads", type=int, nargs="+", default=[1])
+    p.add_argument("--tv", type=float, default=0.0)
+    p.add_argument("--scales", type=int, default=1)
+    p.add_argument("--compile", action="store_true")
+    args = p.parse_args()
+    for what in ["speed", "grid", "gallery", "large"] if args.what == "all" else [args.what]:
+        {"speed": speed, "grid": compare, "gallery": gallery, "large": large}[what](args)
+
+
+if __name__ == "__main__":
+    main()

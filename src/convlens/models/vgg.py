@@ -1,0 +1,146 @@
+"""VGG19 convolutional part (Simonyan & Zisserman 2014), loaded from a torchvision-format
+state dict, with the layer names of the style-transfer literature.
+
+Input convention: float RGB (N, 3, H, W) in [0, 1]; ImageNet mean/std normalisation happens
+inside. Output: the pool5 feature map (N, 512, H/32, W/32).
+
+Layer names: ``features.conv1_1``, ``features.relu1_1``, ``features.conv1_2``, ...,
+``features.pool1``, ..., ``features.conv4_2``, ``features.relu5_1``, ...; ``LAYER_INDEX`` maps the
+short name (``conv4_2``) to the index N of torchvision's ``features.N.weight`` keys.
+
+Weights (``load_vgg19``): an explicit path, else torch hub's cache
+(``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``), else the standard download, refused with
+a clear error when ``convlens.models.weights.offline()`` or the network is unreachable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from convlens.errors import ConvlensError
+
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+VGG19_FILE = "vgg19-dcbb9e9d.pth"
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+# Configuration "E": channels per conv, "M" = 2x2 max pool.
+CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M"]
+CFG += [512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+
+
+def _layer_names() -> list[str]:
+    names, block, conv = [], 1, 1
+    for v in CFG:
+        if v == "M":
+            names.append(f"pool{block}")
+            block, conv = block + 1, 1
+        else:
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+            conv += 1
+    return names
+
+
+LAYER_NAMES = _layer_names()
+LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
+
+
+class VGG19(nn.Module):
+    """VGG19 features; ``pool="avg"`` swaps max pooling for average pooling (Gatys et al. found
+    it gives smoother style transfer results; the weights are unchanged)."""
+
+    def __init__(self, pool: str = "max"):
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        cin = 3
+        widths = iter(v for v in CFG if v != "M")
+        for name in LAYER_NAMES:
+            if name.startswith("conv"):
+                cout = next(widths)
+                layers[name] = nn.Conv2d(cin, cout, 3, padding=1)
+                cin = cout
+            elif name.startswith("relu"):
+                layers[name] = nn.ReLU(inplace=False)
+            else:
+                layers[name] = nn.AvgPool2d(2, 2) if pool == "avg" else nn.MaxPool2d(2, 2)
+        self.features = nn.Sequential(layers)
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.normalize(x))
+
+
+def convert_state_dict(sd: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """torchvision keys ``features.N.weight|bias`` -> ``features.convX_Y.weight|bias``.
+
+    The classifier (``classifier.*``) is dropped; any other key is an error.
+    """
+    out = OrderedDict()
+    for key, value in sd.items():
+        parts = key.split(".")
+        if parts[0] == "classifier":
+            continue
+        if len(parts) != 3 or parts[0] != "features" or not parts[1].isdigit():
+            raise ConvlensError(f"unexpected key {key!r} in a VGG19 state dict")
+        index = int(parts[1])
+        if index >= len(LAYER_NAMES) or not LAYER_NAMES[index].startswith("conv"):
+            raise ConvlensError(f"key {key!r}: layer {index} of VGG19 has no weights")
+        out[f"features.{LAYER_NAMES[index]}.{parts[2]}"] = value
+    return out
+
+
+def hub_checkpoint_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
+
+
+def _fetch_state_dict(path: str | os.PathLike | None) -> dict:
+    from convlens.models.weights import offline
+
+    if path is None:
+        cached = hub_checkpoint_path()
+        if cached.exists():
+            path = cached
+        elif offline():
+            raise ConvlensError(
+                f"VGG19 weights not found at {cached} and downloads are off (offline mode); "
+                "pass --vgg-weights PATH or use the default efficientnet-lite0 backbone"
+            )
+        else:
+            try:
+                return torch.hub.load_state_dict_from_url(
+                    VGG19_URL, map_location="cpu", progress=True, check_hash=True
+                )
+            except Exception as e:  # noqa: BLE001 - network errors come in many types
+                raise ConvlensError(
+                    f"cannot download VGG19 weights ({e.__class__.__name__}: {e}); "
+                    f"put {VGG19_FILE} at {cached} or pass --vgg-weights PATH"
+                ) from None
+    path = Path(path)
+    if not path.exists():
+        raise ConvlensError(f"{path}: no such weights file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ConvlensError(f"{path}: not a PyTorch state dict ({e.__class__.__name__})") from None
+
+
+def load_vgg19(path: str | os.PathLike | None = None, pool: str = "max") -> VGG19:
+    """VGG19 features in eval mode from a torchvision-format state dict (see module docstring)."""
+    sd = _fetch_state_dict(path)
+    if not isinstance(sd, dict):
+        raise ConvlensError(f"{path}: not a state dict")
+    model = VGG19(pool=pool)
+    try:
+        model.load_state_dict(convert_state_dict(sd), strict=True)
+    except RuntimeError as e:
+        raise ConvlensError(f"{path}: weights do not fit VGG19 ({e})") from None
+    return model.eval()
