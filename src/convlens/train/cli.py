@@ -102,8 +102,10 @@ def _val_people(text: str | None) -> int | list[str] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from convlens.train.data import load_face_folder, split_people
-    from convlens.train.trainer import TrainConfig, Trainer
+    from convlens.train.trainer import TrainConfig, Trainer, distributed_from_env
 
     out = Path(args.output)
     if out.suffix != ".pt":
@@ -133,22 +135,34 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     cfg.check()
-    data = load_face_folder(
-        args.dir, args.cache_dir, args.detector, args.upsample, progress=not args.quiet
-    )
-    print(data.report(), file=sys.stderr)
+    ddp = distributed_from_env()
+    if ddp.world > 1 and not ddp.main:
+        dist.barrier()  # rank 0 aligns the photos and fills the cache; the others then read it
+    try:
+        progress = ddp.main and not args.quiet
+        data = load_face_folder(
+            args.dir, args.cache_dir, args.detector, args.upsample, progress=progress
+        )
+    finally:
+        if ddp.world > 1 and ddp.main:
+            dist.barrier()
+    if ddp.main:
+        print(data.report(), file=sys.stderr)
     train_people, val_people = split_people(
         data.people, _val_people(args.val_people), args.val_split, args.seed
     )
     train, val = data.subset(train_people), data.subset(val_people)
-    print(
-        f"training on {len(train_people)} people ({len(train)} chips), "
-        f"validating on {len(val_people)} ({len(val)} chips)",
-        file=sys.stderr,
-    )
-    trainer = Trainer(cfg, train, val, out, args.checkpoint, progress=not args.quiet)
-    if trainer.frozen:
+    if ddp.main:
+        print(
+            f"training on {len(train_people)} people ({len(train)} chips), "
+            f"validating on {len(val_people)} ({len(val)} chips)",
+            file=sys.stderr,
+        )
+    trainer = Trainer(cfg, train, val, out, args.checkpoint, progress=ddp.main and not args.quiet)
+    if trainer.frozen and ddp.main:
         print(f"frozen: {', '.join(trainer.frozen)}", file=sys.stderr)
+    if trainer.val_set is None and ddp.main:
+        print("no validation: it needs 2+ people, one of them with 2+ chips", file=sys.stderr)
     if args.resume:
         trainer.resume(args.resume)
     trainer.fit()

@@ -195,7 +195,7 @@ def load_face_folder(
 def _write_cache(path: Path, s: ChipSet) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"people": s.people, "paths": s.paths, "skipped": s.skipped, "multi": s.multi_face}
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # concurrent writers never mix
     np.savez(tmp, chips=s.chips, labels=s.labels, meta=np.asarray(json.dumps(meta)))
     os.replace(tmp, path)
 

@@ -192,8 +192,9 @@ def distributed_from_env() -> DistInfo:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return info
 
 
