@@ -114,8 +114,9 @@ def detect(
     """Faces in an RGB uint8 image, largest first.
 
     detector: "hog" (dlib's HOG + linear SVM; fast, frontal), "cnn" (dlib's MMOD CNN; slower
-    on CPU, finds more poses), or "auto": HOG at `upsample`, then HOG at higher upsampling up
-    to `max_upsample` (small faces, e.g. ORL's 92x112 photos), then the CNN.
+    on CPU, finds more poses), or "auto": HOG at `upsample`, then HOG at the other
+    upsamplings from 0 to `max_upsample` (small faces, e.g. ORL's 92x112 photos), then the
+    CNN at `upsample`.
     whole_image_fallback: when nothing is found, treat the whole image as one face (for
     photos that are already face crops).
     """
@@ -129,11 +130,14 @@ def detect(
     elif detector == "cnn":
         found = _cnn(image, upsample)
     else:
-        found = _hog(image, upsample, adjust_threshold)
-        up = upsample
-        while not found and up < max(max_upsample, upsample):
-            up += 1
+        # HOG at the asked upsampling, then the other levels up to max_upsample (higher
+        # first: smaller faces; then lower: HOG is not monotonic in upsampling), then the CNN.
+        top = max(max_upsample, upsample)
+        levels = [upsample, *range(upsample + 1, top + 1), *range(upsample - 1, -1, -1)]
+        for up in levels:
             found = _hog(image, up, adjust_threshold)
+            if found:
+                break
         if not found:
             found = _cnn(image, upsample)
     if not found and whole_image_fallback:
