@@ -68,19 +68,32 @@ def scratch_cfg(args, **kw) -> TrainConfig:
 
 
 def run(name, cfg, train, val, work: Path, log) -> dict:
-    t0 = time.perf_counter()
+    """Train (or, with a finished checkpoint of the same settings in `work`, reuse it)."""
     trainer = Trainer(cfg, train, val, work / f"{name}.pt", progress=False, log=log)
-    trainer.fit()
+    done = trainer.checkpoint.exists() and (work / f"{name}.pt").exists()
+    if done:
+        ckpt = torch.load(trainer.checkpoint, weights_only=True)
+        done = ckpt["step"] == trainer.total_steps and ckpt["config"] == vars(cfg)
+    if done:
+        print(f"  reusing the finished run in {trainer.checkpoint}")
+        trainer.resume(trainer.checkpoint)
+        trainer.objective.encoder.model_id = ckpt_model_id(work / f"{name}.pt")
+    else:
+        trainer.fit()
     return {
         "name": name,
         "config": {k: v for k, v in vars(cfg).items()},
         "frozen": trainer.frozen,
         "history": trainer.history,
         "steps": [list(r) for r in trainer.step_log],
-        "seconds": time.perf_counter() - t0,
+        "seconds": sum(h.get("seconds", 0.0) for h in trainer.history),  # training, no evals
         "model_id": trainer.objective.encoder.model_id,
         "png": str(trainer.plot_png),
     }
+
+
+def ckpt_model_id(path: Path) -> str:
+    return torch.load(path, weights_only=True)["model_id"]
 
 
 def final(r: dict) -> dict:
@@ -139,6 +152,7 @@ def main() -> int:
     p.add_argument("--finetune-lr", type=float, default=1e-5)
     p.add_argument("--finetune-from", default=None, help="layer (default: the last stage)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--siamese", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--parts", default="scratch,mining,finetune,speed")
     p.add_argument("--work", default=str(ROOT / "out/train_orl"))
     p.add_argument("--results", default=str(ROOT / "benchmarks/results"))
@@ -184,7 +198,7 @@ def main() -> int:
         for m in minings:
             print(f"scratch, triplet {m}:")
             runs[m] = run(f"scratch-{m}", scratch_cfg(args, mining=m), train, val, work, log)
-        if "mining" in parts:
+        if "mining" in parts and args.siamese:
             print("scratch, siamese abs:")
             cfg = scratch_cfg(args, loss="siamese", head="abs")
             runs["siamese"] = run("scratch-siamese", cfg, train, val, work, log)

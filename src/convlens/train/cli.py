@@ -57,7 +57,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="steps per epoch (default: one pass over the chips)")
     p.add_argument("--batch-p", type=int, default=8, help="people per batch (8)")
     p.add_argument("--batch-k", type=int, default=4, help="photos per person per batch (4)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 scratch, 1e-4 tune)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 scratch, 1e-5 tune)")
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")

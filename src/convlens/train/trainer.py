@@ -55,7 +55,7 @@ class TrainConfig:
     steps: int | None = None  # steps per epoch; default: about one pass over the chips
     batch_p: int = 8  # people per batch
     batch_k: int = 4  # chips per person
-    lr: float | None = None  # default 1e-3 from scratch, 1e-4 fine-tuning (AdamW)
+    lr: float | None = None  # default 1e-3 from scratch, 1e-5 fine-tuning (AdamW; SGD x10)
     optimizer: str = "adamw"  # "adamw" or "sgd"
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -87,7 +87,7 @@ class TrainConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        base = 1e-3 if self.init == "scratch" else 1e-4
+        base = 1e-3 if self.init == "scratch" else 1e-5
         return base * (10.0 if self.optimizer == "sgd" else 1.0)
 
     def check(self) -> None:
