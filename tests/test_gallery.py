@@ -205,14 +205,3 @@ def test_ann_index_path_matches_exact(tmp_path, rng, monkeypatch):
         res = g.search_embeddings(queries[7][None], k=1)
         assert res[0][0][0] == "new"
         assert g._ann.size == 800
-
-
-def test_exact_knn_matches_numpy(rng):
-    import torch
-
-    x = unit(rng, 1000)
-    q = unit(rng, 7)
-    d, i = search.exact_knn(q, torch.from_numpy(x), k=5, chunk=128)
-    ref = np.sqrt(((q[:, None, :] - x[None]) ** 2).sum(-1))
-    np.testing.assert_array_equal(i, np.argsort(ref, axis=1)[:, :5])
-    np.testing.assert_allclose(d, np.sort(ref, axis=1)[:, :5], atol=1e-5)
