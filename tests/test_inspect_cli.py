@@ -167,3 +167,9 @@ def test_bad_units_and_missing_folder(capsys, folder, tmp_path):
         ],
     )
     assert "not a folder" in err
+
+
+def test_bad_device(capsys, folder, tmp_path):
+    argv = ["inspect", "units", "--model", "tiny", "--layer", "2", "--images", str(folder)]
+    err = _error(capsys, [*argv, "--device", "gpu0", "-o", str(tmp_path / "g.png")])
+    assert "unknown device 'gpu0'" in err

@@ -123,3 +123,27 @@ def test_face_encoder_fields_match_gradient():
     # Bottom-right units: the nominal field clipped to the image would claim pixels 147..149,
     # which the unpadded stride-2 stem never reads.
     assert layers["stage1"].rf.box(34, 34, *size) == (112, 112, 147, 147)
+
+
+class TFSameConv(nn.Conv2d):
+    """Stride-2 conv with TensorFlow "same" padding computed from the input's shape: Python
+    control flow on shapes, which torch.fx cannot trace (make_fx on the real input can)."""
+
+    def forward(self, x):
+        pads = []
+        for size, k, s in zip(reversed(x.shape[-2:]), self.kernel_size, self.stride, strict=True):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+def test_untraceable_module_falls_back_to_aten_tracing():
+    net = _positive(nn.Sequential(TFSameConv(3, 2, 3, 2), nn.ReLU(), TFSameConv(2, 2, 5, 2)))
+    size = (21, 22)
+    layers = analyze(net, size)
+    for layer in ("0", "2"):
+        info = layers[layer]
+        assert info.rf.unknown is None
+        _, h, w = info.shape
+        for y, x in [(h // 2, w // 2), (0, 0), (h - 1, w - 1)]:
+            assert info.rf.box(y, x, *size) == _gradient_box(net, layer, size, y, x), (layer, y, x)

@@ -51,7 +51,12 @@ def register(subparsers) -> None:
         required=True,
         help="layer name from `convlens inspect layers` (repeat for several)",
     )
-    p.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    p.add_argument(
+        "--images",
+        action="append",
+        required=True,
+        help="folder of images, searched recursively (repeat for several)",
+    )
     p.add_argument("--units", default="0:16", help="units: 0:16, 3,7,12 or all (default 0:16)")
     p.add_argument("--top", type=int, default=9, help="patches per unit (default 9)")
     p.add_argument(
@@ -80,9 +85,12 @@ def _units(args) -> int:
 
     if args.patch < 8:
         raise ConvlensError(f"--patch must be at least 8 pixels (got {args.patch})")
+    from convlens.inspect.units import resolve_sources
+
+    images = [p for folder in args.images for p in resolve_sources(folder)]
     report = inspect_units(
         args.model,
-        args.images,
+        images,
         args.layer,
         args.units,
         args.top,

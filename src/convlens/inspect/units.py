@@ -265,6 +265,19 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """The device asked for (default: CUDA when available), checked to exist."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConvlensError(f"unknown device {device!r}; use cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConvlensError(f"device {device!r} asked for, but CUDA is not available here")
+    return dev
+
+
 def scan(
     model: nn.Module,
     images: str | os.PathLike | Sequence[ImageInput],
@@ -288,7 +301,7 @@ def scan(
         raise ConvlensError(f"batch size must be at least 1 (got {batch_size})")
     check_layers(model, layers)
     sources = resolve_sources(images)
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model = model.to(device)
     was_training = model.training
     model.eval()
