@@ -157,7 +157,7 @@ class Objective(nn.Module):
             r = siamese_loss(emb, labels, self.head, generator)
         else:
             r = triplet_loss(emb, labels, self.cfg.margin, self.cfg.mining, generator)
-        return r.loss, torch.tensor([r.active_fraction, float(r.triplets)], device=emb.device)
+        return r.loss, torch.tensor(r.active_fraction, device=emb.device)
 
 
 def augment_batch(x: torch.Tensor, rng: np.random.Generator, jitter: int) -> torch.Tensor:
@@ -357,7 +357,7 @@ class Trainer:
         labels = self.labels[idx].to(self.device)
         amp = self.amp_dtype is not None
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=amp):
-            loss, stats = self.model(x, labels, gen)
+            loss, active = self.model(x, labels, gen)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -369,7 +369,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        values = torch.stack([loss.detach().float(), stats[0]])
+        values = torch.stack([loss.detach().float(), active])
         if self.dist.world > 1:
             dist.all_reduce(values)
             values /= self.dist.world
