@@ -225,3 +225,22 @@ def test_validation_subset_caps_and_needs_pairs():
     assert validation_subset(singles, 100, seed=0) is None  # no genuine pair
     assert validation_subset(val.subset(["p0"]), 100, seed=0) is None  # no impostor pair
     assert validation_subset(None, 100, seed=0) is None
+
+
+def test_fine_tune_pretrained_last_stage_saves_a_new_encoder(tmp_path):
+    from convlens.models.face_models import load_face_model
+
+    cfg = tiny(init="pretrained", embedding_dim=128, train_from="stage5", batch_p=2, steps=1)
+    cfg.lr = 1e-4
+    t = Trainer(cfg, synthetic(3, 2, size=150), None, tmp_path / "ft.pt", progress=False)
+    assert t.frozen == ["stem", "stage1", "stage2", "stage3", "stage4"]
+    pretrained_id = t.objective.encoder.model_id
+    before = {k: v.clone() for k, v in t.objective.encoder.state_dict().items()}
+    t.fit()
+    tuned = load_face_model(tmp_path / "ft.pt")
+    assert type(tuned).__name__ == "DlibFaceResNet"
+    assert tuned.model_id.startswith("dlib_resnet-") and tuned.model_id != pretrained_id
+    state = tuned.state_dict()
+    changed = {k.split(".")[0] for k in state if not torch.equal(state[k], before[k])}
+    assert changed and changed <= {"stage5", "fc"}
+    assert tuned(torch.zeros(1, 3, 150, 150)).shape == (1, 128)
