@@ -155,33 +155,42 @@ def speed(args) -> None:
         ("naive (eager, full net, BN, NCHW, raw)", None),
         (
             "ours raw features, no BN fold, NCHW",
-            dict(features="raw", fold_bn=False, channels_last=False),
+            dict(features="raw", fold_bn=False, channels_last=False, pad=0),
         ),
-        ("ours raw features, BN folded, NCHW", dict(features="raw", channels_last=False)),
-        ("ours raw features (BN folded, channels_last)", dict(features="raw")),
-        ("ours default (avgpool features)", dict()),
+        ("ours raw features, BN folded, NCHW", dict(features="raw", channels_last=False, pad=0)),
+        ("ours raw features (BN folded, channels_last)", dict(features="raw", pad=0)),
+        ("ours default (avgpool features, reflect pad 16)", dict()),
     ]
     if args.compile:
         configs.append(("ours raw features + torch.compile", dict(features="raw", compile=True)))
     for threads in args.threads:
         torch.set_num_threads(threads)
         for size in args.sizes:
-            base = None
-            for label, kw in configs:
-                steps = args.steps
-                with bench_lock():
-                    if kw is None:
-                        secs = naive_loop(content, style, size, steps)
-                    else:
-                        secs = ours(content, style, size, steps, threads=threads, **kw)
-                base = base or secs
+            # one lock for the whole size block: naive and ours side by side, alternating
+            # rounds; the best of the rounds is reported (the CPU is shared)
+            chosen = configs if size <= 256 else [configs[0], configs[3], configs[4]]
+            rounds = args.rounds if size <= 256 else 1
+            best: dict[str, float] = {}
+            with bench_lock():
+                for _ in range(rounds):
+                    for label, kw in chosen:
+                        if kw is None:
+                            secs = naive_loop(content, style, size, args.steps)
+                        else:
+                            secs = ours(content, style, size, args.steps, threads=threads, **kw)
+                        best[label] = min(secs, best.get(label, float("inf")))
+                        print(label, size, round(secs, 2), flush=True)
+            base = best[configs[0][0]]
+            for label, _ in chosen:
+                secs = best[label]
                 row = {
                     "config": label,
                     "size": size,
                     "threads": threads,
-                    "steps": steps,
+                    "steps": args.steps,
+                    "rounds": rounds,
                     "seconds": round(secs, 2),
-                    "s_per_iter": round(secs / steps, 4),
+                    "s_per_iter": round(secs / args.steps, 4),
                     "speedup_vs_naive": round(base / secs, 2),
                 }
                 print(row, flush=True)
@@ -229,14 +238,17 @@ def speckle(img: Image.Image) -> float:
 
 
 COMPARISONS = {
-    # name: run_transfer options (on top of size/steps)
-    "raw features": dict(features="raw"),
+    # name: run_transfer options (on top of size/steps); tv_weight None = the --tv value
+    "raw features": dict(features="raw", tv_weight=0.0),
     "raw + TV": dict(features="raw", tv_weight=None),
-    "avgpool (default)": dict(features="avgpool"),
-    "avgpool + TV": dict(features="avgpool", tv_weight=None),
+    "avgpool, no TV": dict(features="avgpool", tv_weight=0.0),
+    "avgpool + TV (default)": dict(features="avgpool", tv_weight=None),
+    "coarse-to-fine, 2 scales": dict(scales=2),
     "preact + avgpool": dict(features="preact"),
+    "no reflect pad": dict(pad=0),
     "L-BFGS": dict(optimizer="lbfgs"),
-    "init noise": dict(init="noise"),
+    "init noise (Adam)": dict(init="noise"),
+    "init noise, L-BFGS, beta 3": dict(init="noise", optimizer="lbfgs", style_weight=3.0),
     "init content+noise": dict(init="content+noise"),
     "preserve colours": dict(preserve_colors=True),
 }
@@ -255,16 +267,15 @@ def compare(args) -> None:
         kw = dict(kw)
         if "tv_weight" in kw and kw["tv_weight"] is None:
             kw["tv_weight"] = args.tv
-        with bench_lock():
-            r = run_transfer(
-                content,
-                style,
-                size=args.size,
-                steps=args.steps,
-                progress=False,
-                threads=args.threads[0],
-                **kw,
-            )
+        r = run_transfer(
+            content,
+            style,
+            size=args.grid_size,
+            steps=args.steps,
+            progress=False,
+            threads=args.threads[0],
+            **kw,
+        )
         last = r.history[-1]
         row = {
             "setting": name,
@@ -279,12 +290,12 @@ def compare(args) -> None:
         tiles.append(label(r.image, name))
     photo = Image.fromarray(content).resize(tiles[0].size, Image.LANCZOS)
     tiles.append(label(photo, f"content photo (speckle {speckle(photo):.2f})"))
-    per_row = 3
+    per_row = 4
     save_jpeg(
         grid([tiles[i : i + per_row] for i in range(0, len(tiles), per_row)]),
         DOCS / "compare_settings.jpg",
     )
-    save_results({"compare": {"size": args.size, "steps": args.steps, "rows": rows}})
+    save_results({"compare": {"size": args.grid_size, "steps": args.steps, "rows": rows}})
 
 
 def gallery(args) -> None:
@@ -298,17 +309,16 @@ def gallery(args) -> None:
         thumb.thumbnail((args.size, args.size))
         row.append(label(thumb, cname))
         for sname, spath in styles.items():
-            with bench_lock():
-                r = run_transfer(
-                    img,
-                    spath,
-                    size=args.size,
-                    steps=args.steps,
-                    progress=False,
-                    threads=args.threads[0],
-                    tv_weight=args.tv,
-                    scales=args.scales,
-                )
+            r = run_transfer(
+                img,
+                spath,
+                size=args.size,
+                steps=args.steps,
+                progress=False,
+                threads=args.threads[0],
+                tv_weight=args.tv,
+                scales=args.scales,
+            )
             save_jpeg(r.image, DOCS / f"{cname}_{sname}.jpg", max_kb=250)
             report.append(
                 {
@@ -353,24 +363,23 @@ def large(args) -> None:
 
     from convlens.style import run_transfer
 
-    with bench_lock():
-        r = run_transfer(
-            D.astronaut(),
-            style_paths()["great_wave"],
-            size=1024,
-            steps=args.steps,
-            scales=3,
-            tv_weight=args.tv,
-            progress=False,
-            threads=args.threads[0],
-        )
+    r = run_transfer(
+        D.astronaut(),
+        style_paths()["great_wave"],
+        size=1024,
+        steps=args.large_steps,
+        scales=3,
+        tv_weight=args.tv,
+        progress=False,
+        threads=args.threads[0],
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     save_jpeg(r.image, DOCS / "astronaut_great_wave_1024.jpg", max_kb=300)
     row = {
         "size": 1024,
         "scales": 3,
         "sizes": r.sizes,
-        "steps_coarsest": args.steps,
+        "steps_coarsest": args.large_steps,
         "seconds": round(r.seconds, 1),
         "peak_rss_gib": round(peak / 2**30, 2),
         "estimated_gib": round(r.estimated_bytes / 2**30, 2),
@@ -445,17 +454,25 @@ def write_markdown(data: dict) -> None:
 def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["speed", "grid", "gallery", "large", "all"])
+    p.add_argument("what", nargs="+", choices=["speed", "grid", "gallery", "large", "all"])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--size", type=int, default=384)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--threads", type=int, nargs="+", default=[1])
-    p.add_argument("--tv", type=float, default=0.0)
+    p.add_argument("--tv", type=float, default=300.0)
     p.add_argument("--scales", type=int, default=1)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--grid-size", type=int, default=256)
+    p.add_argument("--large-steps", type=int, default=200)
     args = p.parse_args()
-    for what in ["speed", "grid", "gallery", "large"] if args.what == "all" else [args.what]:
-        {"speed": speed, "grid": compare, "gallery": gallery, "large": large}[what](args)
+    sections = {"speed": speed, "grid": compare, "gallery": gallery, "large": large}
+    for what in ["speed", "grid", "gallery", "large"] if "all" in args.what else args.what:
+        if what == "speed":
+            speed(args)  # takes the lock per size block
+        else:
+            with bench_lock():  # one lock per section: no re-queueing between images
+                sections[what](args)
 
 
 if __name__ == "__main__":

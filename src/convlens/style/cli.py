@@ -33,12 +33,14 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output image (PNG/JPEG)")
     p.add_argument("--style-weights", type=_floats, help="blend weights, e.g. 0.7,0.3")
     p.add_argument("--size", type=int, default=512, help="long side of the output (default 512)")
-    p.add_argument("--steps", type=int, default=300, help="iterations (default 300)")
+    p.add_argument(
+        "--steps", type=int, default=300, help="iterations (finer --scales get half; default 300)"
+    )
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     p.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (default 0.02)")
     p.add_argument("--init", choices=["content", "noise", "content+noise"], default="content")
     p.add_argument("--preserve-colors", action="store_true", help="luminance-only transfer")
-    p.add_argument("--tv", type=float, default=0.0, help="total-variation weight (default 0)")
+    p.add_argument("--tv", type=float, default=300.0, help="total-variation weight (default 300)")
     p.add_argument("--scales", type=int, default=1, help="coarse-to-fine levels (default 1)")
     p.add_argument("--style-scale", type=float, default=1.0, help="style image size factor")
     p.add_argument("--content-weight", type=float, default=1.0, help="alpha (default 1)")
@@ -69,6 +71,7 @@ def register(subparsers) -> None:
         default=False,
         help="torch.compile the loss; optional mode, e.g. reduce-overhead (CUDA graphs on GPU)",
     )
+    p.add_argument("--pad", type=int, default=16, help="reflect padding in px (default 16)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -103,6 +106,7 @@ def run(args) -> int:
         style_layers=args.style_layers,
         layer_weights=args.layer_weights,
         threads=args.threads,
+        pad=args.pad,
     )
     if args.style_weight is not None:
         options["style_weight"] = args.style_weight

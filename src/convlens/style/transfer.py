@@ -47,7 +47,7 @@ class StyleOptions:
     noise_ratio: float = 0.3  # share of noise in "content+noise"
     content_weight: float = 1.0  # alpha
     style_weight: float | None = None  # beta (default: the layer preset's)
-    tv_weight: float = 0.0  # total-variation weight
+    tv_weight: float = 300.0  # total-variation weight (removes fine colour speckle)
     style_weights: list[float] | None = None  # blend weights, one per style image
     features: str = "avgpool"  # layer preset: avgpool | raw | preact (style.features.PRESETS)
     content_layers: list[str] | None = None  # override the preset's content layers
@@ -68,6 +68,7 @@ class StyleOptions:
     compile: bool | str = False  # torch.compile the loss (a mode string: "reduce-overhead"
     # uses CUDA graphs on GPU); off by default: it does not pay on CPU (benchmarks/style.py)
     channels_last: bool = True
+    pad: int = 16  # reflect-pad the image by this many pixels before the network (edge seams)
     fold_bn: bool = True
     threads: int | None = None  # CPU threads (default: torch's; 1 is faster on a busy CPU)
     progress: bool = True
@@ -118,6 +119,10 @@ def _check_options(o: StyleOptions, n_styles: int) -> None:
             )
         if any(w < 0 for w in o.style_weights) or sum(o.style_weights) <= 0:
             raise ConvlensError("style weights must be >= 0 with a positive sum")
+    if o.device.split(":")[0] not in ("cpu", "cuda"):
+        raise ConvlensError(f"device must be cpu or cuda, not {o.device!r}")
+    if o.pad < 0:
+        raise ConvlensError("pad must be >= 0")
     if o.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConvlensError("device cuda requested but no CUDA GPU is available")
 
@@ -224,6 +229,7 @@ def estimate_bytes(extractor: FeatureExtractor, h: int, w: int, o: StyleOptions)
         per_pixel /= 2
     weights = sum(p.numel() * p.element_size() for p in extractor.parameters())
     history = 50 * 2 if o.optimizer == "lbfgs" else 4
+    h, w = h + 2 * o.pad, w + 2 * o.pad
     return int(2.0 * per_pixel * h * w + history * 3 * 4 * h * w + 2 * weights + (256 << 20))
 
 
@@ -377,7 +383,7 @@ def _targets(extractor, content, styles, blend, n_content, o):
     """Content feature maps and blended, position-normalised style Grams (computed once)."""
     mf = torch.channels_last if o.channels_last else torch.contiguous_format
     with _autocast(o):
-        feats = extractor(content.contiguous(memory_format=mf))
+        feats = extractor(_pad(content, o.pad).contiguous(memory_format=mf))
         content_t = [f.float() for f in feats[:n_content]]
         grams = None
         for s, w in zip(styles, blend, strict=True):
@@ -385,6 +391,15 @@ def _targets(extractor, content, styles, blend, n_content, o):
             g = [w * normalized_gram(f.float()) for f in fs]
             grams = g if grams is None else [a + b for a, b in zip(grams, g, strict=True)]
     return content_t, grams
+
+
+def _pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Mirror the image's edges outwards so that the network's zero padding is not where the
+    optimised pixels are (removes bright/dark seams along the border)."""
+    if pad <= 0:
+        return x
+    p = min(pad, x.shape[-1] - 1, x.shape[-2] - 1)
+    return F.pad(x, (p, p, p, p), mode="reflect")
 
 
 def _autocast(o: StyleOptions):
@@ -401,7 +416,7 @@ def make_loss(extractor, targets, lam, n_content, o: StyleOptions):
     luminance = o.preserve_colors
 
     def loss(x: torch.Tensor):
-        inp = x.expand(-1, 3, -1, -1) if luminance else x
+        inp = _pad(x.expand(-1, 3, -1, -1) if luminance else x, o.pad)
         with _autocast(o):
             feats = extractor(inp.contiguous(memory_format=mf))
         jc = x.new_zeros(())
