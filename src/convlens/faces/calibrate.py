@@ -60,6 +60,7 @@ def encode_labelled(
     if model is None or isinstance(model, str | os.PathLike):
         model = load_face_model(model)
     embs, labels, paths, failed = [], [], [], []
+    encode_options = {"detector": "auto", **encode_options}  # as the gallery encodes
     stream = faces.encode_many(
         [p for p, _ in items],
         batch_size=batch_size,

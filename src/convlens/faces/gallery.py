@@ -189,7 +189,8 @@ class Gallery:
     `load_face_model`; None loads the default encoder when a photo first needs encoding.
     model_id: the encoder id for embedding-only use (`enroll_embeddings`, ...), e.g. in tests.
     verifier: a trained verifier (verifier.py) or its path; scores pairs instead of distance.
-    encode_options: extra keyword arguments for `faces.encode` (detector, upsample, flip).
+    encode_options: keyword arguments for `faces.encode` (detector, upsample, flip); the
+    detector defaults to "auto".
     """
 
     def __init__(
@@ -208,7 +209,9 @@ class Gallery:
         self._model_id = model_id
         if self._encoder_loaded:
             self._model_id = getattr(encoder, "model_id", model_id)
-        self.encode_options = dict(encode_options or {})
+        # "auto": HOG first, more upsampling and then the CNN only when HOG finds nothing
+        # (benchmarks/results/orl_accuracy.md: 400/400 ORL faces found instead of 394).
+        self.encode_options = {"detector": "auto", **(encode_options or {})}
         self._verifier = verifier
         self._cache = None  # (data_version, person_idx, offsets, names, vectors, vec_sq)
         self._snap = None  # (data_version, Snapshot)

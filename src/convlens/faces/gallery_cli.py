@@ -36,8 +36,15 @@ def _common(p: argparse.ArgumentParser, db=True, encoder=True, verifier=False) -
         )
     if encoder:
         p.add_argument("--model", default=None, help="face encoder file (default: dlib ResNet)")
-        p.add_argument("--detector", default=None, help="face detector (see `faces encode -h`)")
+        p.add_argument(
+            "--detector",
+            default=None,
+            help="hog, cnn or auto (default auto: HOG, then more upsampling, then the CNN)",
+        )
         p.add_argument("--upsample", type=int, default=None, help="detector upsampling")
+        p.add_argument(
+            "--flip", action="store_true", help="average with the mirrored face's embedding"
+        )
     if verifier:
         p.add_argument(
             "--verifier",
@@ -53,6 +60,8 @@ def _encode_options(args) -> dict:
         opts["detector"] = args.detector
     if getattr(args, "upsample", None) is not None:
         opts["upsample"] = args.upsample
+    if getattr(args, "flip", False):
+        opts["flip"] = True
     return opts
 
 
