@@ -236,7 +236,11 @@ class Gallery:
             self._con.close()
             raise
         if self._model_id is not None:
-            self._check_model(self._model_id)
+            try:
+                self._check_model(self._model_id)
+            except BaseException:
+                self._con.close()
+                raise
 
     # -- opening -----------------------------------------------------------------------------
 
