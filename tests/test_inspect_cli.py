@@ -11,7 +11,7 @@ from convlens.inspect.models import MODELS, NamedModel
 from convlens.inspect.units import InputSpec
 
 
-def _tiny() -> nn.Module:
+def _tiny(weights=None) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2)).eval()
 
@@ -173,3 +173,17 @@ def test_bad_device(capsys, folder, tmp_path):
     argv = ["inspect", "units", "--model", "tiny", "--layer", "2", "--images", str(folder)]
     err = _error(capsys, [*argv, "--device", "gpu0", "-o", str(tmp_path / "g.png")])
     assert "unknown device 'gpu0'" in err
+
+
+def test_face_model_from_a_trained_encoder_file(capsys, tmp_path):
+    # A trained SmallConvNet, as `convlens train` saves it: it resizes chips inside (a shape
+    # test torch.fx cannot trace), yet its stages get receptive fields.
+    from convlens.models.face_models import save_face_model
+    from convlens.models.small_convnet import SmallConvNet
+
+    save_face_model(SmallConvNet(), tmp_path / "enc.pt", "small_convnet", {})
+    assert (
+        main(["inspect", "layers", "--model", "face", "--weights", str(tmp_path / "enc.pt")]) == 0
+    )
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert "128x8x8" in rows["stage3"] and "px, stride" in rows["stage3"]

@@ -37,20 +37,21 @@ class Net(nn.Module):
         return self.head(x[:, :, :, :].mean((2, 3)))
 
 
-def _positive(net: nn.Module) -> nn.Module:
+def _positive(net: nn.Module, dtype=torch.float64) -> nn.Module:
     # Positive weights and inputs: no path's contribution can cancel another's, so every pixel
     # inside the field gets a non-zero gradient and the comparison is exact.
     torch.manual_seed(0)
     with torch.no_grad():
         for p in net.parameters():
             p.uniform_(0.1, 1.0)
-    return net.double().eval()
+    return net.to(dtype).eval()
 
 
-def _gradient_box(net, layer: str, size, y: int, x: int) -> tuple[int, int, int, int]:
+def _gradient_box(net, layer: str, size, y: int, x: int, low=0.5) -> tuple[int, int, int, int]:
     captured = {}
     handle = net.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.update(o=o))
-    inp = torch.rand(1, 3, *size, dtype=torch.float64).add_(0.5).requires_grad_(True)
+    dtype = next(net.parameters()).dtype
+    inp = torch.rand(1, 3, *size, dtype=dtype).add_(low).requires_grad_(True)
     try:
         net(inp)
     finally:
@@ -92,12 +93,44 @@ def test_max_pool_field_contains_gradient_support():
     assert t <= gt and lft <= gl and gb <= b and gr <= r
 
 
+class Resample(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 2, 3, 2)
+        self.u = nn.Upsample(scale_factor=2)
+        self.d = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x):
+        x = F.interpolate(x, size=(50, 40), mode="bilinear", antialias=True)
+        return self.d(self.u(self.c(x)))
+
+
+def test_resampling_ops_are_measured():
+    # No rule covers interpolation or upsampling: their row/column dependence is measured.
+    net = _positive(Resample())
+    size = (75, 61)
+    layers = analyze(net, size)
+    for layer in ("c", "u", "d"):
+        info = layers[layer]
+        _, h, w = info.shape
+        for y, x in [(h // 2, w // 2), (0, 0), (h - 1, w - 1)]:
+            assert info.rf.box(y, x, *size) == _gradient_box(net, layer, size, y, x), (layer, y, x)
+
+
 def test_unknown_op_is_reported_not_guessed():
-    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3))
-    layers = analyze(net, (16, 16))
-    assert layers["0"].rf.unknown is None
-    assert "Upsample" in layers["1"].rf.unknown
-    assert layers["2"].rf.unknown
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 2, 3)
+            self.b = nn.Conv2d(2, 2, 3)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(torch.cat([y, y[:, :, :4]], dim=2))  # two inputs, new height
+
+    layers = analyze(Stack(), (16, 16))
+    assert layers["a"].rf.unknown is None
+    assert "spatial size" in layers["b"].rf.unknown
 
 
 def test_face_encoder_fields_match_gradient():
@@ -135,6 +168,24 @@ class TFSameConv(nn.Conv2d):
             total = max((-(-size // s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         return super().forward(F.pad(x, pads))
+
+
+def test_small_convnet_inner_layers_through_aten_fallback():
+    # SmallConvNet resizes its input under an `if` on the shape (untraceable by torch.fx) and
+    # uses F.max_pool2d: fields of its stages come from the tapped ATen graph; max pooling
+    # passes gradient from one pixel per window, so the gradient lies inside the field.
+    from convlens.models.small_convnet import SmallConvNet
+
+    net = _positive(SmallConvNet(), torch.float32)  # its forward casts chips to float32
+    size = (150, 150)
+    layers = analyze(net, size)
+    assert [n for n in ("stem", "stage1", "stage2", "stage3") if layers[n].rf.unknown] == []
+    for layer in ("stem", "stage2"):
+        _, h, w = layers[layer].shape
+        for y, x in [(h // 2, w // 2), (h - 1, 0)]:
+            t, lft, b, r = layers[layer].rf.box(y, x, *size)
+            gt, gl, gb, gr = _gradient_box(net, layer, size, y, x, low=200.0)  # > 127.5
+            assert t <= gt and lft <= gl and gb <= b and gr <= r, (layer, y, x)
 
 
 def test_untraceable_module_falls_back_to_aten_tracing():

@@ -65,8 +65,13 @@ def resolve_model(
     input_size: int | tuple[int, int] | None = None,
     preprocess: Callable[[np.ndarray], torch.Tensor] | None = None,
     prepare: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    weights: str | os.PathLike | None = None,
 ) -> tuple[nn.Module, InputSpec, str]:
-    """(module, input spec, display name) for a shipped model's name or a user's module."""
+    """(module, input spec, display name) for a shipped model's name or a user's module.
+
+    `weights`: for a named model, a weights file instead of its pretrained default (for
+    "face": any encoder file convlens loads, e.g. a trained SmallConvNet .pt).
+    """
     size = (input_size, input_size) if isinstance(input_size, int) else input_size
     if isinstance(model, str):
         entry = named_model(model)
@@ -75,13 +80,15 @@ def resolve_model(
             if spec.prepare is not None:
                 raise ConvlensError(f"model {model!r} takes a fixed input size {spec.size}")
             spec = InputSpec(tuple(size), spec.to_tensor)
-        return entry.load(), spec, model
+        return entry.load(weights), spec, model
     if not isinstance(model, nn.Module):
         raise ConvlensError(
             f"model must be a name or a torch.nn.Module, not {type(model).__name__}"
         )
     if size is None:
         raise ConvlensError("give the input size (H, W) for a module")
+    if weights is not None:
+        raise ConvlensError("weights apply to a named model; load your module's weights yourself")
     spec = InputSpec(tuple(size), preprocess or scale_01, prepare)
     return model, spec, type(model).__name__
 
@@ -109,6 +116,7 @@ def inspect_units(
     input_size: int | tuple[int, int] | None = None,
     preprocess: Callable[[np.ndarray], torch.Tensor] | None = None,
     prepare: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    weights: str | os.PathLike | None = None,
     gradient: bool = False,
     out: str | os.PathLike | None = None,
     patch: int = 64,
@@ -123,7 +131,7 @@ def inspect_units(
     one PNG per layer (grid-<layer>.png when there are several) and grid.json beside them.
     """
     sources = resolve_sources(images)  # bad folders fail before any model loads
-    module, spec, name = resolve_model(model, input_size, preprocess, prepare)
+    module, spec, name = resolve_model(model, input_size, preprocess, prepare, weights)
     layer_list = [layers] if isinstance(layers, str) else list(layers)
     unit_map = units if isinstance(units, dict) else dict.fromkeys(layer_list, units)
     check_layers(module, layer_list)

@@ -35,6 +35,7 @@ def register(subparsers) -> None:
         "(size and stride in input pixels) for the given input size.",
     )
     p.add_argument("--model", required=True, help=f"network: {models}")
+    p.add_argument("--weights", help="weights file instead of the model's pretrained default")
     p.add_argument("--input-size", type=_size, help="input H[xW] (default: the model's own)")
     p.set_defaults(func=_layers)
 
@@ -45,6 +46,10 @@ def register(subparsers) -> None:
         "top activations, one grid PNG per layer plus a JSON with the same data.",
     )
     p.add_argument("--model", required=True, help=f"network: {models}")
+    p.add_argument(
+        "--weights",
+        help="weights file instead of the model's pretrained default (face: a trained encoder)",
+    )
     p.add_argument(
         "--layer",
         action="append",
@@ -75,7 +80,7 @@ def register(subparsers) -> None:
 def _layers(args) -> int:
     from convlens.inspect import format_layers, list_layers, resolve_model
 
-    model, spec, _ = resolve_model(args.model, args.input_size)
+    model, spec, _ = resolve_model(args.model, args.input_size, weights=args.weights)
     print(format_layers(list_layers(model, spec.size), spec.size))
     return 0
 
@@ -95,6 +100,7 @@ def _units(args) -> int:
         args.units,
         args.top,
         input_size=args.input_size,
+        weights=args.weights,
         gradient=args.gradient,
         out=args.output,
         patch=args.patch,

@@ -31,21 +31,21 @@ def _face_tensor(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float()
 
 
-def _load_face() -> nn.Module:
+def _load_face(path=None) -> nn.Module:
     from convlens.models.face_models import load_face_model
 
-    return load_face_model()
+    return load_face_model(path)
 
 
-def _load_efficientnet() -> nn.Module:
+def _load_efficientnet(path=None) -> nn.Module:
     from convlens.models.efficientnet_lite import load_efficientnet_lite0
 
-    return load_efficientnet_lite0()
+    return load_efficientnet_lite0(path)
 
 
 @dataclass(frozen=True)
 class NamedModel:
-    load: Callable[[], nn.Module]
+    load: Callable[..., nn.Module]  # load(weights_path=None): None = the pretrained default
     spec: Callable[[], InputSpec]
     about: str
 
@@ -55,7 +55,8 @@ MODELS: dict[str, NamedModel] = {
         _load_face,
         # dlib's detectors crash when called from several threads at once: one preparer.
         lambda: InputSpec((FACE_SIZE, FACE_SIZE), _face_tensor, face_views, max_workers=1),
-        "dlib's 128-d face encoder (ResNet); inputs: aligned 150x150 face chips, one per face",
+        "a face encoder (default: dlib's ResNet; or a trained convlens .pt / dlib .dat file); "
+        "inputs: aligned 150x150 face chips, one per face",
     ),
     "efficientnet-lite0": NamedModel(
         _load_efficientnet,

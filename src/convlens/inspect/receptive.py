@@ -18,22 +18,24 @@ example input (the real tensors give every node's shape):
   pooling): the whole input.
 
 A module symbolic tracing cannot handle (Python control flow on shapes) is traced at the ATen
-level by make_fx on the real input instead: its output's field stays exact, the modules inside
-it are listed without one.
+level by make_fx on the real input instead, with every submodule's output marked in the graph.
+An op no rule covers that resamples its one spatial input (interpolation, transposed
+convolution, pixel shuffle) is measured: gradients of each output row and column on a random
+input say which input rows and columns it reads.
 
 Notes: (1) An input broadcast from 1x1 to a larger map (the gate of a squeeze-and-excitation
 block, a per-channel scale) is not treated as spatial: strictly such a gate makes every unit
 depend on the whole image, but the unit's spatial pattern still comes from its local field,
-which is what a patch should show. (2) Ops the rules do not know that change the spatial size
-(interpolation, transposed convolution) make the field unknown from there on. (3) Reflection
-and replication padding are treated like zero padding.
+which is what a patch should show. (2) Other size-changing ops with several spatial inputs make
+the field unknown from there on. (3) Reflection and replication padding are treated like zero
+padding.
 """
 
 from __future__ import annotations
 
 import inspect as pyinspect
+import math
 import operator
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +98,27 @@ class Axis:
             self.jump * jump, self.start, self.size + (width - 1) * self.jump, self._gather(taps)
         )
 
+    def depend(self, dep: np.ndarray) -> Axis:
+        """A measured op: output i depends on input positions j where dep[i, j] (bool).
+
+        The exact spans follow; the nominal field is the linear fit of a resampling (jump may
+        be fractional, e.g. 150 -> 64 pixels by interpolation).
+        """
+        width = max(int(dep.sum(1).max()), 1)
+        order = np.argsort(~dep, axis=1, kind="stable")[:, :width]
+        taps = np.where(np.take_along_axis(dep, order, 1), order, -1)
+        rows = np.flatnonzero(dep.any(1))
+        first = dep.argmax(1)
+        last = dep.shape[1] - 1 - dep[:, ::-1].argmax(1)
+        if len(rows) == 0:
+            raise _Unknown("an op's output does not depend on its input")
+        a0, a1 = first[rows[0]], first[rows[-1]]
+        ratio = (a1 - a0) / (rows[-1] - rows[0]) if len(rows) > 1 else 1
+        extent = int((last - first)[rows].max())
+        jump = _num(self.jump * ratio)
+        start = _num(self.start + (a0 - rows[0] * ratio) * self.jump)
+        return Axis(jump, start, self.size + extent * self.jump, self._gather(taps))
+
     def _gather(self, taps: np.ndarray) -> np.ndarray:
         """Union, per output position, of the spans at the in-range taps."""
         n = len(self.spans)
@@ -152,10 +175,10 @@ class ReceptiveField:
             return "unknown"
         if self.is_global:
             return "whole input"
-        h = "all" if self.h is None else str(self.h.size)
-        w = "all" if self.w is None else str(self.w.size)
-        jh = "-" if self.h is None else str(self.h.jump)
-        jw = "-" if self.w is None else str(self.w.jump)
+        h = "all" if self.h is None else f"{self.h.size:.4g}"
+        w = "all" if self.w is None else f"{self.w.size:.4g}"
+        jh = "-" if self.h is None else f"{self.h.jump:.4g}"
+        jw = "-" if self.w is None else f"{self.w.jump:.4g}"
         size = h if h == w else f"{h}x{w}"
         jump = jh if jh == jw else f"{jh}x{jw}"
         return f"{size} px, stride {jump}"
@@ -178,7 +201,12 @@ def _span(ax: Axis | None, i: int, n: int, exact: bool) -> tuple[int, int]:
         lo, hi = (int(v) for v in ax.spans[i])
         return (lo, hi) if lo < hi else (0, 0)
     lo = ax.start + i * ax.jump
-    return lo, lo + ax.size
+    return math.floor(lo), math.ceil(lo + ax.size)
+
+
+def _num(v: float) -> int | float:
+    """An integer where the value is one (jumps and starts are integers unless resampled)."""
+    return int(round(v)) if abs(v - round(v)) < 1e-9 else float(v)
 
 
 GLOBAL = ReceptiveField(None, None)
@@ -436,10 +464,24 @@ def _tensors(a) -> list[_V]:
     return found
 
 
+@torch.library.custom_op("convlens::tap", mutates_args=())
+def _tap(x: torch.Tensor, index: int) -> torch.Tensor:
+    """Identity marking a module's output in an ATen graph (see _Propagator._make_fx)."""
+    return x.clone()
+
+
+@_tap.register_fake
+def _(x, index):
+    return torch.empty_like(x)
+
+
+_TAP = torch.ops.convlens.tap.default
+
+
 class _Propagator:
     def __init__(self):
         self.layers: dict[str, LayerInfo] = {}
-        self.warnings: list[str] = []
+        self.taps: list[tuple[str, nn.Module]] = []  # make_fx taps: index -> (name, module)
 
     def run_module(self, m: nn.Module, name: str, args: tuple, kwargs: dict) -> _V:
         out = self._leaf(m, args, kwargs) if _is_leaf(m) else self._traced(m, name, args, kwargs)
@@ -453,26 +495,32 @@ class _Propagator:
             self.layers[name] = LayerInfo(name, type(m).__name__, tuple(value.shape[1:]), rf)
 
     def _leaf(self, m, args, kwargs) -> _V:
-        out = m(*_values(args), **_values(kwargs))
-        return _V(
-            out,
-            _apply(lambda v: _module_rule(m, v.rf, v.value, out), _tensors((args, kwargs)), out),
-        )
+        values, kvalues = _values(args), _values(kwargs)
+        out = m(*values, **kvalues)
+        inputs = _tensors((args, kwargs))
+        rerun = _rerun(lambda a, kw: m(*a, **kw), (args, kwargs), inputs)
+        return _V(out, _apply(lambda v: _module_rule(m, v.rf, v.value, out), inputs, out, rerun))
 
     def _call(self, node: fx.Node, env) -> _V:
         a, kw = _lookup(env, node.args), _lookup(env, node.kwargs)
         values, kvalues = _values(a), _values(kw)
         inputs = _tensors((a, kw))
         if node.op == "call_method":
-            out = getattr(values[0], node.target)(*values[1:], **kvalues)
-            return _V(out, _apply(lambda v: None, inputs, out))
+            method = node.target
+            out = getattr(values[0], method)(*values[1:], **kvalues)
+            rerun = _rerun(lambda p, k: getattr(p[0], method)(*p[1:], **k), (a, kw), inputs)
+            return _V(out, _apply(lambda v: None, inputs, out, rerun))
         fn = node.target
+        if fn is _TAP:  # a named module's output inside a make_fx graph
+            qualname, module = self.taps[values[1]]
+            self._record(qualname, module, values[0], a[0].rf)
+            return a[0]
         out = fn(*values, **kvalues)
         if fn is operator.getitem and isinstance(a[0], _V) and isinstance(a[0].rf, tuple):
             return _V(out, a[0].rf[values[1]])
-        return _V(
-            out, _apply(lambda v: _function_rule(fn, values, kvalues, v.rf, out), inputs, out)
-        )
+        rule = lambda v: _function_rule(fn, values, kvalues, v.rf, out)  # noqa: E731
+        rerun = _rerun(lambda p, k: fn(*p, **k), (a, kw), inputs)
+        return _V(out, _apply(rule, inputs, out, rerun))
 
     def _traced(self, m, name, args, kwargs) -> _V:
         try:
@@ -499,7 +547,8 @@ class _Propagator:
     def _make_fx(self, m, name, args, kwargs, error):
         """Fallback for a module symbolic tracing cannot handle (e.g. Python control flow on
         shapes): trace it at the ATen level on the real input, where every shape is concrete.
-        Its own output gets an exact field; the modules inside it are listed without one."""
+        Forward hooks wrap each submodule's output in an identity `convlens::tap` op, so the
+        flat graph still says where every named module's output is."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
         inputs = _tensors((args, kwargs))
@@ -512,6 +561,17 @@ class _Propagator:
             )
             return m(*sub[0], **sub[1])
 
+        def tap(index):
+            def hook(mod, i, o):
+                return _tap(o, index) if isinstance(o, torch.Tensor) else o
+
+            return hook
+
+        hooks = []
+        for sub_name, sub in m.named_modules():
+            if sub_name:
+                self.taps.append((_join(name, sub_name), sub))
+                hooks.append(sub.register_forward_hook(tap(len(self.taps) - 1)))
         try:
             gm = make_fx(call)(*[v.value for v in inputs])
         except Exception as e2:  # noqa: BLE001
@@ -519,36 +579,19 @@ class _Propagator:
                 f"cannot derive receptive fields through {name or type(m).__name__}: "
                 f"torch.fx failed ({error.__class__.__name__}) and so did make_fx ({e2})"
             ) from None
-        inner = [n for n, _ in m.named_modules() if n]
-        if inner:
-            self._record_inside(m, name, args, kwargs)
-        placeholders = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
-        return gm, gm.graph, dict(zip(placeholders, inputs, strict=True))
-
-    def _record_inside(self, m, name, args, kwargs) -> None:
-        """Shapes of the modules inside an untraceable module; their fields stay unknown."""
-        reason = f"inside {name or type(m).__name__}, which torch.fx cannot trace"
-        seen: list[tuple[str, nn.Module, object]] = []
-        hooks = [
-            sub.register_forward_hook(lambda mod, i, o, n=n: seen.append((n, mod, o)))
-            for n, sub in m.named_modules()
-            if n
-        ]
-        try:
-            m(*_values(args), **_values(kwargs))
         finally:
             for h in hooks:
                 h.remove()
-        unknown = ReceptiveField(None, None, unknown=reason)
-        for n, mod, o in seen:
-            self._record(_join(name, n), mod, o, unknown)
-        self.warnings.append(f"receptive fields unknown {reason}")
+        placeholders = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
+        return gm, gm.graph, dict(zip(placeholders, inputs, strict=True))
 
 
-def _apply(rule, inputs: list[_V], out) -> ReceptiveField | tuple | None:
-    """The geometric rule for the first input with a field, else the generic union.
+def _apply(rule, inputs: list[_V], out, rerun=None) -> ReceptiveField | tuple | None:
+    """The geometric rule for the first input with a field, else the generic union, else (for
+    an op with one spatial input that resamples it) the dependence measured by `_probe`.
 
     Ops returning several tensors (max pool with indices, batch norm) get one field per tensor.
+    `rerun(x)` calls the op again with x in place of the first input.
     """
     first = next((v for v in inputs if isinstance(v.rf, ReceptiveField)), None)
     if first is None:
@@ -560,12 +603,65 @@ def _apply(rule, inputs: list[_V], out) -> ReceptiveField | tuple | None:
             got = _generic([(v.value, v.rf) for v in inputs], main)
     except _Unknown as e:
         got = ReceptiveField(None, None, unknown=str(e))
+        spatial = [v for v in inputs if _spatial(v.value) and isinstance(v.rf, ReceptiveField)]
+        if rerun is not None and spatial == [first] and _spatial(main) and not first.rf.unknown:
+            got = _probe(rerun, first, main) or got
     if isinstance(out, (tuple, list)):
         return tuple(
             got if isinstance(o, torch.Tensor) and _spatial(o) == _spatial(main) else None
             for o in out
         )
     return got
+
+
+def _probe(rerun, inp: _V, out: torch.Tensor) -> ReceptiveField | None:
+    """Measure which input rows (columns) each output row (column) depends on, by gradients of
+    a random projection of that row on a random input; None when the op resists it."""
+    x0 = inp.value
+    try:
+        with torch.enable_grad():
+            x = torch.rand(x0.shape[:2] + x0.shape[2:], dtype=x0.dtype, device=x0.device)
+            x = x.add_(0.5).requires_grad_(True)
+            y = rerun(x)
+            y = y[0] if isinstance(y, (tuple, list)) else y
+            if not isinstance(y, torch.Tensor) or y.shape != out.shape or not y.requires_grad:
+                return None
+            r = torch.rand_like(y).add_(0.5)
+            deps = []
+            for axis in (2, 3):
+                rows = []
+                for i in range(y.shape[axis]):
+                    (g,) = torch.autograd.grad(
+                        (y.narrow(axis, i, 1) * r.narrow(axis, i, 1)).sum(), x, retain_graph=True
+                    )
+                    other = 3 if axis == 2 else 2
+                    rows.append((g.abs().sum((0, 1, other)) > 0).cpu().numpy())
+                deps.append(np.stack(rows))
+    except Exception:  # noqa: BLE001 - an op that cannot be re-run or differentiated
+        return None
+    rf = inp.rf
+    try:
+        return ReceptiveField(
+            None if rf.h is None else rf.h.depend(deps[0]),
+            None if rf.w is None else rf.w.depend(deps[1]),
+        )
+    except _Unknown:
+        return None
+
+
+def _rerun(call, args_kwargs, inputs: list[_V]):
+    """f(x): the same call with x in place of the first input that has a field."""
+    first = next((v for v in inputs if isinstance(v.rf, ReceptiveField)), None)
+    if first is None:
+        return None
+
+    def f(x):
+        a, kw = fx.node.map_aggregate(
+            args_kwargs, lambda v: (x if v is first else v.value) if isinstance(v, _V) else v
+        )
+        return call(a, kw)
+
+    return f
 
 
 def _pack(result) -> _V:
@@ -640,6 +736,4 @@ def analyze(
             prop.run_module(model, "", (_V(x, identity),), {})
     finally:
         model.train(was_training)
-    for msg in prop.warnings:
-        warnings.warn(msg, stacklevel=2)
     return prop.layers
