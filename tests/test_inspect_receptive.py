@@ -198,3 +198,12 @@ def test_untraceable_module_falls_back_to_aten_tracing():
         _, h, w = info.shape
         for y, x in [(h // 2, w // 2), (0, 0), (h - 1, w - 1)]:
             assert info.rf.box(y, x, *size) == _gradient_box(net, layer, size, y, x), (layer, y, x)
+
+
+def test_efficientnet_block_strides():
+    effnet = pytest.importorskip("convlens.models.efficientnet_lite")
+    layers = analyze(effnet.EfficientNetLite0().eval(), (224, 224))
+    strides = [layers[f"blocks.{i}"].rf.h.jump for i in range(len(effnet.BLOCK_STRIDES))]
+    assert strides == list(effnet.BLOCK_STRIDES)
+    assert layers["stem.conv"].rf.box(0, 0, 224, 224) == (0, 0, 3, 3)  # TF "same": no top pad
+    assert layers["classifier"].rf.is_global
