@@ -58,6 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", help="folder for intermediate frames")
     p.add_argument("--gif", help="animated GIF of the optimisation")
+    p.add_argument("--frame-every", type=int, default=0, help="steps between frames (0: ~30)")
     p.add_argument(
         "--backbone", choices=["efficientnet-lite0", "vgg19"], default="efficientnet-lite0"
     )
@@ -107,6 +108,7 @@ def run(args) -> int:
         layer_weights=args.layer_weights,
         threads=args.threads,
         pad=args.pad,
+        frame_every=args.frame_every,
     )
     if args.style_weight is not None:
         options["style_weight"] = args.style_weight

@@ -32,16 +32,18 @@ class LayerPreset:
 
 
 # Named layer choices (compared in docs/style/README.md):
-# "avgpool" (default): raw block outputs at strides 2, 4, 8, 16 for style, the stride-8 block for
-#     content, and every strided convolution replaced by stride 1 + 2x2 average pooling;
-# "raw": the same layers on the unmodified network (the prototype's choice: fine colour speckle);
+# "avgpool" (default): raw block outputs at strides 2, 4, 8, 16 for style, the stride-4 and
+#     stride-8 blocks for content (faces keep their features), and every strided convolution
+#     replaced by stride 1 + 2x2 average pooling;
+# "raw": the prototype's choice: the same style layers, content at the stride-8 block, on the
+#     unmodified network (fine colour speckle, seams at the borders);
 # "preact": pre-activation expansions (before ReLU6) with average pooling; their Grams are
 #     dominated by channel means, so this mostly transfers colour, little texture.
 _LITE0_BLOCKS = ("blocks.0", "blocks.2", "blocks.4", "blocks.10")
 PRESETS: dict[str, dict[str, LayerPreset]] = {
     "efficientnet-lite0": {
         "avgpool": LayerPreset(
-            content=("blocks.4",), style=_LITE0_BLOCKS, avgpool=True, style_weight=10.0
+            content=("blocks.2", "blocks.4"), style=_LITE0_BLOCKS, avgpool=True, style_weight=10.0
         ),
         "raw": LayerPreset(
             content=("blocks.4",), style=_LITE0_BLOCKS, avgpool=False, style_weight=10.0

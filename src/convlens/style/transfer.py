@@ -359,7 +359,7 @@ def run_transfer(content: ImageInput, style, **options) -> StyleResult:
     result.seconds = time.perf_counter() - t_start
     result.image = to_pil(final_img)
     if o.gif and frames:
-        _write_gif(frames + [result.image] * 5, Path(o.gif), final)
+        _write_gif(frames + [result.image], Path(o.gif), final)
     return result
 
 
@@ -518,4 +518,7 @@ def _write_gif(frames: list[Image.Image], path: Path, final_hw: tuple[int, int])
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     imgs = [f.resize(size, Image.LANCZOS) for f in frames]
     path.parent.mkdir(parents=True, exist_ok=True)
-    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=80, loop=0, optimize=True)
+    durations = [120] * (len(imgs) - 1) + [2000]  # hold the result
+    imgs[0].save(
+        path, save_all=True, append_images=imgs[1:], duration=durations, loop=0, optimize=True
+    )
