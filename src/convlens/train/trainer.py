@@ -537,6 +537,7 @@ def plot_curves(step_log, history, path: Path, cfg: TrainConfig) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
     if step_log:
@@ -562,6 +563,7 @@ def plot_curves(step_log, history, path: Path, cfg: TrainConfig) -> None:
         ):
             ax_val.plot(ep, [r[key] for r in rows], marker="o", label=label)
         ax_val.set(xlabel="epoch", ylim=(0, 1.02), title="validation people (held out)")
+        ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_val.legend(fontsize=8)
     for ax in (ax_loss, ax_val):
         ax.grid(True, alpha=0.3)
