@@ -278,7 +278,7 @@ def encode_many(
     (default: CPU count); chips are encoded `batch_size` at a time across photos.
     """
     items = list(paths)
-    net = resolve_model(model, device)
+    net = None
     workers = workers or min(8, os.cpu_count() or 1)
 
     def prepare(item):
@@ -315,6 +315,8 @@ def encode_many(
             window.append((item, pool.submit(prepare, item)))
             if len(window) >= 4 * workers:
                 break
+        # Load the encoder while the first photos are detected (dlib releases the GIL).
+        net = resolve_model(model, device)
         while window:
             item, fut = window.popleft()
             nxt = next(it, None)
