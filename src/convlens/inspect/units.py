@@ -261,14 +261,10 @@ def iter_views(
             yield i, views
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def resolve_device(device: torch.device | str | None) -> torch.device:
     """The device asked for (default: CUDA when available), checked to exist."""
     if device is None:
-        return default_device()
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
