@@ -292,7 +292,6 @@ def main() -> None:
     notes = md.read_text().split("<!-- table -->")[0] if md.exists() else ""
     md.write_text(notes + "<!-- table -->\n" + table + "\n")
     print(table)
-    np.savez(args.out.parent / ".orl_embeddings.npz", labels=labels, **embeddings)
 
 
 if __name__ == "__main__":
