@@ -205,3 +205,21 @@ def test_ann_index_path_matches_exact(tmp_path, rng, monkeypatch):
         res = g.search_embeddings(queries[7][None], k=1)
         assert res[0][0][0] == "new"
         assert g._ann.size == 800
+
+
+def test_forget_erases_from_index_file_in_another_process(tmp_path, rng, monkeypatch):
+    monkeypatch.setattr(search, "ANN_MIN_SIZE", 300)
+    path = tmp_path / "g.db"
+    with Gallery(path, model_id=MODEL) as g:
+        g.enroll_batch([f"p{i}" for i in range(400)], unit(rng, 400))
+        g.search_embeddings(unit(rng, 1))  # builds and saves the index
+        (victim,) = [r[0] for r in g._all("SELECT e.id FROM embeddings e JOIN people p ON "
+                                          "p.id = e.person_id WHERE p.name = 'p3'")]  # fmt: skip
+    index_file = tmp_path / "g.db.index"
+    before = search.AnnIndex.load(index_file)
+    assert before.size == 400
+    with Gallery(path, model_id=MODEL) as g:  # a fresh process: index not loaded yet
+        g.forget("p3")
+    after = search.AnnIndex.load(index_file)
+    assert after.size == 399
+    assert not after.index.remove_ids(np.array([victim], np.int64))  # gone already
