@@ -39,17 +39,27 @@ STYLES = SHARED / "styles"
 LOCK = "/tmp/convlens-bench.lock"
 
 
+_HELD = False
+
+
 @contextmanager
 def bench_lock():
+    """flock LOCK; re-entrant within this process (a second flock on a new fd would block)."""
+    global _HELD
+    if _HELD:
+        yield
+        return
     with open(LOCK, "w") as f:
         t = time.perf_counter()
         fcntl.flock(f, fcntl.LOCK_EX)
         waited = time.perf_counter() - t
         if waited > 1:
             print(f"(waited {waited:.0f} s for {LOCK})", flush=True)
+        _HELD = True
         try:
             yield
         finally:
+            _HELD = False
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
@@ -467,12 +477,10 @@ def main() -> None:
     p.add_argument("--large-steps", type=int, default=200)
     args = p.parse_args()
     sections = {"speed": speed, "grid": compare, "gallery": gallery, "large": large}
-    for what in ["speed", "grid", "gallery", "large"] if "all" in args.what else args.what:
-        if what == "speed":
-            speed(args)  # takes the lock per size block
-        else:
-            with bench_lock():  # one lock per section: no re-queueing between images
-                sections[what](args)
+    # one lock for everything asked: no re-queueing behind other benchmarks between sections
+    with bench_lock():
+        for what in ["speed", "grid", "gallery", "large"] if "all" in args.what else args.what:
+            sections[what](args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from convlens.models.efficientnet_lite import (
     load_efficientnet_lite0,
 )
 from convlens.models.vgg import LAYER_INDEX, VGG19, load_vgg19
-from convlens.style.features import FeatureExtractor
+from convlens.style.features import FeatureExtractor, blurred_strided_conv
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -84,6 +84,18 @@ def test_feature_transforms_keep_outputs(lite0):
     ext = FeatureExtractor(lite0, ["blocks.4"])
     assert len(ext.trunk) == 1 + 5  # stem + blocks 0..4: nothing deeper runs
     assert not any(p.requires_grad for p in ext.parameters())
+
+
+def test_blurred_strided_conv_equals_conv_then_avgpool():
+    torch.manual_seed(0)
+    for k, groups in [(3, 1), (5, 8)]:
+        conv = torch.nn.Conv2d(8, 8, k, 2, groups=groups)
+        ref = torch.nn.Conv2d(8, 8, k, 1, k // 2, groups=groups)
+        ref.weight, ref.bias = conv.weight, conv.bias
+        x = torch.randn(1, 8, 20, 24)
+        with torch.no_grad():
+            expected = torch.nn.functional.avg_pool2d(ref(x), 2)
+            torch.testing.assert_close(blurred_strided_conv(conv)(x), expected)
 
 
 def _torchvision_style_state_dict(seed=0):

@@ -3,6 +3,7 @@ behave, and bad input fails with a clear error before any work starts."""
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from convlens.cli import main
@@ -15,8 +16,6 @@ skimage_data = pytest.importorskip("skimage.data")
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny tensors gain nothing from 2 threads, and on a shared CPU 2 threads can stall."""
-    import torch
-
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -113,6 +112,11 @@ def test_bad_inputs_fail_early(content, style, tmp_path):
         transfer(content, style, colour=True)
     with pytest.raises(ConvlensError, match="optimizer"):
         transfer(content, style, optimizer="sgd")
+    with pytest.raises(ConvlensError, match="device"):
+        transfer(content, style, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConvlensError, match="no CUDA"):
+            transfer(content, style, device="cuda")
     with pytest.raises(ConvlensError, match="no layer named"):
         transfer(content, style, style_layers=["blocks.99"], size=32, steps=1)
 

@@ -6,8 +6,8 @@ Speed/quality transforms applied on a private copy of the backbone:
 * ``fold_bn``: BatchNorm folded into the preceding convolution (same outputs, fewer kernels);
   the BN module becomes an Identity so its name still taps the pre-activation.
 * ``avgpool``: every stride-2 convolution becomes a stride-1 convolution followed by a 2x2
-  average pool (smoother gradients, no checkerboard speckle). For VGG19 it swaps max pooling
-  for average pooling.
+  average pool (smoother gradients, no checkerboard speckle), computed as one equivalent
+  (k+1)x(k+1) stride-2 convolution. For VGG19 it swaps max pooling for average pooling.
 """
 
 from __future__ import annotations
@@ -129,27 +129,34 @@ def fold_batchnorm(model: nn.Module) -> None:
                 module._modules[b] = nn.Identity()
 
 
+def blurred_strided_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A stride-2 kxk convolution -> the (k+1)x(k+1) stride-2 convolution equal to "the kxk
+    convolution at stride 1, then 2x2 average pooling" (exact on even sizes), at under half the
+    cost of computing the stride-1 output and pooling it."""
+    k = conv.kernel_size[0]
+    out = nn.Conv2d(
+        conv.in_channels, conv.out_channels, k + 1, 2, k // 2,
+        groups=conv.groups, bias=conv.bias is not None,
+    )  # fmt: skip
+    with torch.no_grad():
+        w = torch.zeros_like(out.weight)
+        for a in (0, 1):
+            for b in (0, 1):
+                w[:, :, a : a + k, b : b + k] += conv.weight / 4
+        out.weight.copy_(w)
+        if conv.bias is not None:
+            out.bias.copy_(conv.bias)
+    return out
+
+
 def strided_to_avgpool(model: nn.Module) -> None:
-    """Replace stride-2 convolutions by stride-1 convolution + 2x2 average pool, and max pools
-    by average pools, in place. Weights are unchanged."""
+    """Replace every stride-2 convolution by "stride-1 convolution + 2x2 average pooling"
+    (computed as one blurred stride-2 convolution, `blurred_strided_conv`), and max pools by
+    average pools, in place."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Conv2d) and child.stride == (2, 2):
-                k = child.kernel_size[0]
-                conv = nn.Conv2d(
-                    child.in_channels,
-                    child.out_channels,
-                    k,
-                    1,
-                    k // 2,
-                    groups=child.groups,
-                    bias=child.bias is not None,
-                )
-                conv.weight = child.weight
-                if child.bias is not None:
-                    conv.bias = child.bias
-                pool = nn.AvgPool2d(2, 2, ceil_mode=True)
-                setattr(parent, name, nn.Sequential(conv, pool))
+                setattr(parent, name, blurred_strided_conv(child))
             elif isinstance(child, nn.MaxPool2d):
                 setattr(parent, name, nn.AvgPool2d(2, 2, ceil_mode=True))
 
