@@ -147,7 +147,7 @@ def test_face_encoder_fields_match_gradient():
     net = _positive(net)
     size = (150, 150)
     layers = analyze(net, size)
-    for layer in ["stem", "stage1", "stage2.0"]:
+    for layer in ["stage1", "stage2.0"]:
         info = layers[layer]
         _, h, w = info.shape
         for y, x in [(h // 2, w // 3), (0, 0), (h - 1, w - 1)]:

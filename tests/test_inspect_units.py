@@ -135,3 +135,20 @@ def test_parse_units():
 def test_unknown_layer_lists_valid_names():
     with pytest.raises(ConvlensError, match=r"unknown layer 'nope'; valid layers: 0, 1, 2, 3"):
         scan(_net(), _images(2), {"nope": None}, SPEC, progress=False)
+
+
+def test_top_views_are_kept_so_each_image_is_prepared_once():
+    calls = []
+    spec = InputSpec(SIZE, prepare=lambda im: calls.append(1) or [im, 255 - im])  # 2 views each
+    net, images = _net(), _images(25)
+    res = scan(net, images, {"1": "0:3", "3": [0, 4]}, spec, top=4, batch_size=6, progress=False)
+    assert res.items == 50 and len(calls) == 25
+    live = {int(i) for t in res.layers.values() for i in t.ids.ravel()}
+    assert set(res.views) == live and len(live) <= 3 * 4 + 2 * 4
+    from convlens.inspect.units import load_items
+
+    views = load_items(res, sorted(live), spec)
+    assert len(calls) == 25  # nothing prepared again
+    for i in live:
+        src, view = res.source_of(i)
+        np.testing.assert_array_equal(views[i], src if view == 0 else 255 - src)

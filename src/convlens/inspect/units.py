@@ -153,6 +153,9 @@ class ScanResult:
     images: int = 0  # source images read
     skipped: list[str] = field(default_factory=list)  # one line per image that failed
     seconds: float = 0.0
+    # The network inputs still in some unit's top-k, kept during the pass (bounded by the
+    # number of top-k slots) so that patches need no second decode / face detection.
+    views: dict[int, np.ndarray] = field(default_factory=dict)
 
     def source_of(self, item_id: int) -> tuple[object, int]:
         return self.sources[item_id // VIEWS], item_id % VIEWS
@@ -285,11 +288,13 @@ def scan(
     per_image: bool = True,
     workers: int | None = None,
     progress: bool = True,
+    keep_views: bool = True,
 ) -> ScanResult:
     """Stream every image through `model` once; return each requested unit's top `top`.
 
     `layers` maps a named module (see `convlens inspect layers`) to its units ('0:16', a list,
     None for all). The model is put in eval mode (and moved to `device`) for the pass.
+    keep_views: keep the network inputs of the current top entries (`result.views`).
     """
     if top < 1:
         raise ConvlensError(f"--top must be at least 1 (got {top})")
@@ -317,6 +322,12 @@ def scan(
             for name, out in outs.items():
                 _accumulate(state, name, as_maps(out), layers[name], id_t, top, per_image)
         result.items += len(ids)
+        if keep_views:
+            live = set(torch.cat([s["topk"].ids.ravel() for s in state.values()]).tolist())
+            # copies: a view may share memory with every other face of its image
+            result.views.update((i, v.copy()) for i, v in zip(ids, batch, strict=True) if i in live)
+            for i in [i for i in result.views if i not in live]:
+                del result.views[i]
 
     try:
         with ProgressBar("inspect", total=len(sources), unit="img", disable=not progress) as bar:
@@ -400,11 +411,12 @@ def _accumulate(state, name, out, unit_spec, ids, top, per_image) -> None:
 
 
 def load_items(result: ScanResult, ids: Sequence[int], spec: InputSpec) -> dict[int, np.ndarray]:
-    """The network-input views (uint8 (H, W, 3)) of the given item ids, each source read once."""
+    """The network-input views (uint8 (H, W, 3)) of the given item ids: those the pass kept,
+    the others prepared again from their sources (each source read once)."""
+    views = {i: result.views[i] for i in {int(i) for i in ids} if i in result.views}
     by_source: dict[int, list[int]] = {}
-    for i in {int(i) for i in ids if i >= 0}:
+    for i in {int(i) for i in ids if i >= 0 and int(i) not in views}:
         by_source.setdefault(i // VIEWS, []).append(i)
-    views: dict[int, np.ndarray] = {}
     for src_index, wanted in sorted(by_source.items()):
         got = _load_views(result.sources[src_index], spec)
         for i in wanted:
