@@ -106,7 +106,7 @@ class Reader:
         return v
 
     def tensor(self) -> np.ndarray:
-        """A resizable_tensor as a float32 array of shape (n, k, rows, cols)."""
+        """A resizable_tensor as a read-only little-endian float32 view (n, k, rows, cols)."""
         at = self.pos
         self.version("tensor", (2,))
         shape = tuple(self.int() for _ in range(4))
@@ -114,7 +114,7 @@ class Reader:
             raise DlibFormatError(f"tensor at byte {at} has negative shape {shape}")
         count = math.prod(shape)
         raw = self._take(4 * count)
-        return np.frombuffer(raw, dtype="<f4", count=count).astype(np.float32).reshape(shape)
+        return np.frombuffer(raw, dtype="<f4", count=count).reshape(shape)
 
     def alias_tensor(self) -> tuple[int, int, int, int]:
         self.version("alias_tensor", (1,))

@@ -224,20 +224,27 @@ def state_dict_from_dat(data: bytes, model: DlibFaceResNet | None = None) -> dic
             weight = layer.weights["weight"]
             if weight.shape[1] != want["in_channels"] or "bias" not in layer.weights:
                 raise DlibFormatError(f"{where}: filters of shape {weight.shape}")
-            state[f"{name}.weight"] = torch.from_numpy(weight)
-            state[f"{name}.bias"] = torch.from_numpy(layer.weights["bias"])
+            state[f"{name}.weight"] = _tensor(weight)
+            state[f"{name}.bias"] = _tensor(layer.weights["bias"])
         elif kind == "affine":
             c = want["channels"]
             if layer.params["mode"] != "conv" or layer.weights["weight"].size != c:
                 raise DlibFormatError(f"{where}: {layer.describe()}, expected {c} channels")
-            state[f"{name}.weight"] = torch.from_numpy(layer.weights["weight"])
-            state[f"{name}.bias"] = torch.from_numpy(layer.weights["bias"])
+            state[f"{name}.weight"] = _tensor(layer.weights["weight"])
+            state[f"{name}.bias"] = _tensor(layer.weights["bias"])
         elif kind == "fc":
             if layer.params["bias"] or layer.params["num_inputs"] != model.fc.in_features:
                 raise DlibFormatError(f"{where}: {layer.describe()}")
             # dlib: out = x @ W with W (num_inputs, num_outputs); torch Linear stores W.T.
-            state[f"{name}.weight"] = torch.from_numpy(layer.weights["weight"].T.copy())
+            state[f"{name}.weight"] = _tensor(layer.weights["weight"].T)
     return state
+
+
+def _tensor(a) -> torch.Tensor:
+    """A float32 tensor with its own storage, from a (read-only, maybe strided) array."""
+    import numpy as np
+
+    return torch.from_numpy(np.array(a, dtype=np.float32, order="C"))
 
 
 def _sha256(path: Path) -> str:
