@@ -96,6 +96,23 @@ def ckpt_model_id(path: Path) -> str:
     return torch.load(path, weights_only=True)["model_id"]
 
 
+def siamese_head_scores(stem: Path, val) -> dict:
+    """Held-out verification scored by the trained pair classifier (1 - p(same)) rather
+    than by the Euclidean distance of the embeddings."""
+    from convlens.faces.verifier import load_verifier
+    from convlens.metrics import verification_report
+
+    emb = embed_chips(val.chips, Path(f"{stem}.pt"), device="cpu")
+    head = load_verifier(f"{stem}.verifier.pt")
+    i, j = np.triu_indices(len(emb), k=1)
+    r = verification_report(head.distance(emb[i], emb[j]), val.labels[i] == val.labels[j])
+    return {
+        "val_tar_far_1e-2": r["tar_at_far"]["0.01"]["tar"],
+        "val_tar_far_1e-3": r["tar_at_far"]["0.001"]["tar"],
+        "val_eer": r["eer"],
+    }
+
+
 def final(r: dict) -> dict:
     return r["history"][-1]
 
@@ -152,7 +169,9 @@ def main() -> int:
     p.add_argument("--finetune-lr", type=float, default=1e-5)
     p.add_argument("--finetune-from", default=None, help="layer (default: the last stage)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minings", default="random,hard,all", help="compared with semi-hard")
     p.add_argument("--siamese", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--extra-seeds", default="", help="repeat the triplet minings, e.g. 1,2")
     p.add_argument("--parts", default="scratch,mining,finetune,speed")
     p.add_argument("--work", default=str(ROOT / "out/train_orl"))
     p.add_argument("--results", default=str(ROOT / "benchmarks/results"))
@@ -194,7 +213,7 @@ def main() -> int:
 
     runs = {}
     if "scratch" in parts or "mining" in parts:
-        minings = ["semi-hard"] + (["random", "hard", "all"] if "mining" in parts else [])
+        minings = ["semi-hard"] + (args.minings.split(",") if "mining" in parts else [])
         for m in minings:
             print(f"scratch, triplet {m}:")
             runs[m] = run(f"scratch-{m}", scratch_cfg(args, mining=m), train, val, work, log)
@@ -202,6 +221,7 @@ def main() -> int:
             print("scratch, siamese abs:")
             cfg = scratch_cfg(args, loss="siamese", head="abs")
             runs["siamese"] = run("scratch-siamese", cfg, train, val, work, log)
+            report["siamese_head"] = siamese_head_scores(work / "scratch-siamese", val)
         shutil.copy(runs["semi-hard"]["png"], docs / "scratch_semi_hard.png")
         report["scratch"] = {
             "untrained": initial(runs["semi-hard"]),
@@ -221,6 +241,25 @@ def main() -> int:
         }
         if "mining" in parts:
             plot_mining(list(runs.values()), docs / "mining.png")
+            seeds = {args.seed: {k: final(r) for k, r in runs.items() if k != "siamese"}}
+            for seed in (int(x) for x in args.extra_seeds.split(",") if x):
+                print(f"repeat with seed {seed}:")
+                sub = work / f"seed{seed}"
+                sub.mkdir(exist_ok=True)
+                seeds[seed] = {
+                    m: final(
+                        run(
+                            f"scratch-{m}",
+                            scratch_cfg(args, mining=m, seed=seed),
+                            train,
+                            val,
+                            sub,
+                            log,
+                        )
+                    )
+                    for m in minings
+                }
+            report["mining_seeds"] = seeds
         save()
 
     if "finetune" in parts:
@@ -332,11 +371,34 @@ def write_markdown(report: dict, path: Path) -> None:
                 f"{pct(f['val_tar_far_1e-2'])} | {pct(f['val_tar_far_1e-3'])} | "
                 f"{pct(f['val_eer'])} | {pct(r['best_tar_far_1e-2'])} |"
             )
+        sh = report.get("siamese_head")
+        if sh:
+            lines += [
+                f"| siamese, scored by its head (1 - p) | | | {pct(sh['val_tar_far_1e-2'])} | "
+                f"{pct(sh['val_tar_far_1e-3'])} | {pct(sh['val_eer'])} | |"
+            ]
         lines += [
             "",
             "(for siamese, 'active' is the fraction of training pairs the head gets wrong)",
             "Curves: docs/train/mining.png",
         ]
+    ms = report.get("mining_seeds")
+    if ms and len(ms) > 1:
+        names = list(next(iter(ms.values())))
+        lines += [
+            "",
+            "Held-out TAR@FAR=1e-2 / EER after the same steps, per seed (init and batches differ):",
+            "",
+            "| mining | " + " | ".join(f"seed {s}" for s in ms) + " | mean TAR@1e-2 | mean EER |",
+            "|---|" + "---|" * (len(ms) + 2),
+        ]
+        for m in names:
+            cells = [
+                f"{pct(ms[s][m]['val_tar_far_1e-2'])} / {pct(ms[s][m]['val_eer'])}" for s in ms
+            ]
+            tar = np.mean([ms[s][m]["val_tar_far_1e-2"] for s in ms])
+            eer = np.mean([ms[s][m]["val_eer"] for s in ms])
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {pct(tar)} | {pct(eer)} |")
     ft = report.get("finetune")
     if ft:
         u, a = ft["untouched"], ft["fine_tuned"]
