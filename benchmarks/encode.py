@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import importlib
 import json
 import os
 import platform
@@ -66,11 +67,12 @@ def main() -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
 
     warnings.filterwarnings("ignore")  # face_recognition_models' pkg_resources warning
+    # convlens.faces first, as a user would: it sets OMP_WAIT_POLICY before torch loads.
+    faces = importlib.import_module("convlens.faces")
     import dlib
     import face_recognition
     import torch
 
-    import convlens.faces as faces
     from convlens.images import list_images
     from convlens.models.weights import dlib_model_file
 
@@ -89,6 +91,7 @@ def main() -> int:
             "dlib": dlib.__version__,
             "load_average_at_start": os.getloadavg(),
             "gpu": "none in this session: GPU numbers not measured",
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
         "rounds": R,
     }
