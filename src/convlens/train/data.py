@@ -23,12 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from convlens.errors import ConvlensError
+from convlens.images import list_images
 
 CHIP = 150
 CACHE_VERSION = 1
-IMAGE_SUFFIXES = {
-    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm",
-}  # fmt: skip
 
 
 @dataclass
@@ -87,16 +85,14 @@ def natural_key(name: str) -> list:
 
 
 def list_people(root: str | os.PathLike) -> list[tuple[str, list[Path]]]:
-    """(person, photo paths) for every subfolder holding images, in natural order."""
+    """(person, photo paths) for every subfolder holding images (searched recursively), in
+    natural order."""
     root = Path(root)
     if not root.is_dir():
         raise ConvlensError(f"{root}: no such folder")
     people = []
     for sub in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
-        photos = sorted(
-            (f for f in sub.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES),
-            key=lambda f: natural_key(f.name),
-        )
+        photos = sorted(list_images(sub), key=lambda f: natural_key(str(f.relative_to(sub))))
         if photos:
             people.append((sub.name, photos))
     if not people:
