@@ -27,6 +27,8 @@ def _photos(sources: list[str]) -> list[Path]:
     out: list[Path] = []
     for s in sources:
         p = Path(s)
+        if not p.exists():
+            raise ConvlensError(f"{p}: no such file or folder")
         if p.is_dir():
             out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         else:
