@@ -263,11 +263,15 @@ def _save_atomic(obj, path: Path) -> None:
         raise
 
 
-def _cached_state(path: Path, digest: str) -> dict | None:
+def _cached_state(path: Path, digest: str) -> dict:
+    """The converted weights of `path` (sha256 `digest`): from the cache, else parsed."""
     from convlens.models.weights import cache_dir
 
-    cached = cache_dir() / f"dlib_resnet-{digest[:32]}.pt"
-    if cached.exists():
+    try:
+        cached: Path | None = cache_dir() / f"dlib_resnet-{digest[:32]}.pt"
+    except OSError:  # no writable cache: parse every time
+        cached = None
+    if cached is not None and cached.exists():
         try:
             payload = torch.load(cached, map_location="cpu", weights_only=True)
             if payload.get("format") == CACHE_FORMAT and payload.get("sha256") == digest:
@@ -285,8 +289,9 @@ def _cached_state(path: Path, digest: str) -> dict | None:
     except DlibFormatError as e:
         raise ConvlensError(f"{path}: not dlib's face recognition ResNet model ({e})") from None
     payload = {"format": CACHE_FORMAT, "sha256": digest, "state_dict": state}
-    with contextlib.suppress(OSError):  # a read-only cache only costs the next load a re-parse
-        _save_atomic(payload, cached)
+    if cached is not None:
+        with contextlib.suppress(OSError):  # a read-only cache only costs a re-parse next time
+            _save_atomic(payload, cached)
     return state
 
 
