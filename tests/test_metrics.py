@@ -29,3 +29,15 @@ def test_all_pairs_distances_and_labels():
 def test_roc_needs_both_kinds_of_pair():
     with pytest.raises(ConvlensError, match="impostor"):
         tar_at_far(np.array([0.1, 0.2]), np.array([True, True]), 1e-3)
+
+
+def test_plot_roc_draws_perfectly_separated_scores(tmp_path):
+    from PIL import Image
+
+    from convlens.metrics import plot_roc
+
+    d = np.r_[np.linspace(0.1, 0.3, 20), np.linspace(0.7, 1.2, 200)]
+    same = np.r_[np.ones(20, bool), np.zeros(200, bool)]
+    out = tmp_path / "roc.png"
+    plot_roc({"separated": (d, same)}, out)
+    assert Image.open(out).size[0] > 500

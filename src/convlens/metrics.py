@@ -104,27 +104,36 @@ def verification_report(
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike) -> None:
-    """ROC (TAR vs FAR, log FAR axis) and DET (FRR vs FAR, log-log) side by side in a PNG."""
+    """ROC (TAR vs FAR, log FAR axis) and DET (FRR vs FAR, log-log) side by side in a PNG.
+
+    Rates of exactly 0 cannot sit on a log axis; they are drawn at half the smallest rate the
+    pairs can measure (1 / pair count), the dotted line, so perfectly separated scores still
+    give a readable plot.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_roc, ax_det) = plt.subplots(1, 2, figsize=(11, 4.5))
+    far_floor = frr_floor = 1.0
     for name, (distances, same) in curves.items():
+        same = np.asarray(same, dtype=bool)
         c = roc_curve(distances, same)
         eer, _ = equal_error_rate(distances, same)
-        keep = c.far > 0
-        ax_roc.plot(c.far[keep], c.tar[keep], label=f"{name} (EER {eer:.3%})")
-        frr = 1.0 - c.tar
-        keep = (c.far > 0) & (frr > 0)
-        ax_det.plot(c.far[keep], frr[keep], label=name)
+        far_min, frr_min = 0.5 / (~same).sum(), 0.5 / same.sum()
+        far_floor, frr_floor = min(far_floor, far_min), min(frr_floor, frr_min)
+        far = np.maximum(c.far, far_min)
+        ax_roc.plot(far, c.tar, label=f"{name} (EER {eer:.3%})")
+        ax_det.plot(far, np.maximum(1.0 - c.tar, frr_min), label=name)
     ax_roc.set(xscale="log", xlabel="false accept rate", ylabel="true accept rate", title="ROC")
     ax_det.set(xscale="log", yscale="log", xlabel="false accept rate", ylabel="false reject rate")
     ax_det.set_title("DET")
     for ax in (ax_roc, ax_det):
+        ax.axvline(far_floor, color="grey", linestyle=":", linewidth=1)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best", fontsize=8)
+    ax_det.axhline(frr_floor, color="grey", linestyle=":", linewidth=1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

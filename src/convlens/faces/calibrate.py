@@ -155,32 +155,3 @@ def format_report(report: dict, n_photos: int, n_people: int, failed: int) -> st
         note = "" if e["measurable"] else "  (too few impostor pairs to measure)"
         lines.append(f"FAR {far}: TAR {e['tar']:.3%} at τ = {e['threshold']:.4f}{note}")
     return "\n".join(lines)
-
-
-def plot_curves(curves: dict, path) -> None:
-    """metrics.plot_roc, falling back to linear axes when the log axes have nothing to show
-    (genuine and impostor scores perfectly separated: FAR or FRR is 0 everywhere)."""
-    from convlens import metrics
-
-    try:
-        metrics.plot_roc(curves, path)
-        return
-    except ValueError:
-        pass
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for name, (dist, same) in curves.items():
-        c = metrics.roc_curve(dist, same)
-        eer, _ = metrics.equal_error_rate(dist, same)
-        ax.plot(c.far, c.tar, label=f"{name} (EER {eer:.3%})")
-    ax.set(xlabel="false accept rate", ylabel="true accept rate")
-    ax.set_title("ROC (scores perfectly separated: no log axes)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

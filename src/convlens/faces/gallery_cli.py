@@ -303,6 +303,7 @@ def cmd_rename(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    from convlens import metrics
     from convlens.faces import calibrate
 
     data = calibrate.encode_labelled(args.folder, args.model, **_encode_options(args))
@@ -325,7 +326,7 @@ def cmd_calibrate(args) -> int:
     report["without_face"] = [str(p) for p, _ in data.failed]
     if args.plot:
         label = "verifier 1 − p" if scorer is not None else "Euclidean distance"
-        calibrate.plot_curves({label: (d, same)}, args.plot)
+        metrics.plot_roc({label: (d, same)}, args.plot)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
