@@ -220,13 +220,17 @@ def label(img: Image.Image, text: str) -> Image.Image:
 
 
 def grid(images: list[list[Image.Image]], pad: int = 4) -> Image.Image:
-    h = max(i.height for row in images for i in row)
+    """Rows of tiles; each row as tall as its tallest tile, columns as wide as the widest."""
     w = max(i.width for row in images for i in row)
+    heights = [max(i.height for i in row) for row in images]
     cols = max(len(r) for r in images)
-    canvas = Image.new("RGB", (cols * (w + pad) + pad, len(images) * (h + pad) + pad), "white")
-    for r, row in enumerate(images):
+    canvas = Image.new("RGB", (cols * (w + pad) + pad, sum(heights) + pad * (len(images) + 1)),
+                       "white")  # fmt: skip
+    y = pad
+    for row, h in zip(images, heights, strict=True):
         for c, img in enumerate(row):
-            canvas.paste(img, (pad + c * (w + pad), pad + r * (h + pad)))
+            canvas.paste(img, (pad + c * (w + pad), y))
+        y += h + pad
     return canvas
 
 
@@ -343,18 +347,7 @@ def gallery(args) -> None:
             small.thumbnail((256, 256))
             row.append(small)
         rows.append(row)
-    header = [Image.new("RGB", (256, 200), "white")]
-    for sname, spath in styles.items():
-        s = Image.open(spath).convert("RGB")
-        s.thumbnail((256, 200))
-        header.append(label(s, sname))
-    save_jpeg(
-        grid(
-            [header]
-            + [[r[0].resize((256, round(256 * r[0].height / r[0].width)))] + r[1:] for r in rows]
-        ),
-        DOCS / "gallery.jpg",
-    )
+    compose_gallery()
     save_results(
         {
             "gallery": {
@@ -366,6 +359,27 @@ def gallery(args) -> None:
             }
         }
     )
+
+
+def compose_gallery(args=None) -> None:
+    """docs/style/gallery.jpg from the per-image files: paintings on top, one photo per row."""
+    styles = style_paths()
+    header = [Image.new("RGB", (256, 64), "white")]
+    for sname, spath in styles.items():
+        s = Image.open(spath).convert("RGB")
+        s.thumbnail((256, 180))
+        header.append(label(s, sname))
+    rows = [header]
+    for cname, img in contents().items():
+        photo = Image.fromarray(img)
+        photo.thumbnail((256, 256))
+        row = [label(photo, cname)]
+        for sname in styles:
+            out = Image.open(DOCS / f"{cname}_{sname}.jpg").convert("RGB")
+            out.thumbnail((256, 256))
+            row.append(out)
+        rows.append(row)
+    save_jpeg(grid(rows), DOCS / "gallery.jpg")
 
 
 def large(args) -> None:
@@ -464,7 +478,9 @@ def write_markdown(data: dict) -> None:
 def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     p = argparse.ArgumentParser()
-    p.add_argument("what", nargs="+", choices=["speed", "grid", "gallery", "large", "all"])
+    p.add_argument(
+        "what", nargs="+", choices=["speed", "grid", "gallery", "large", "compose", "all"]
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--size", type=int, default=384)
     p.add_argument("--steps", type=int, default=300)
@@ -476,7 +492,8 @@ def main() -> None:
     p.add_argument("--grid-size", type=int, default=256)
     p.add_argument("--large-steps", type=int, default=200)
     args = p.parse_args()
-    sections = {"speed": speed, "grid": compare, "gallery": gallery, "large": large}
+    sections = {"speed": speed, "grid": compare, "gallery": gallery, "large": large,
+                "compose": compose_gallery}  # fmt: skip
     # one lock for everything asked: no re-queueing behind other benchmarks between sections
     with bench_lock():
         for what in ["speed", "grid", "gallery", "large"] if "all" in args.what else args.what:
