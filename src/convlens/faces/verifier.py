@@ -20,13 +20,13 @@ gallery's τ), 1 − p is used, so "lower means more alike" holds everywhere.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.files import load_torch_file, save_torch_file
 
 FORMAT = "convlens-verifier"
 KINDS = ("abs", "chi2")
@@ -131,33 +131,20 @@ def train_verifier(
 
 
 def save_verifier(model: PairVerifier, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "format": FORMAT,
-            "version": 1,
-            "kind": model.kind,
-            "dim": model.dim,
-            "model_id": model.model_id,
-            "threshold": model.threshold,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    payload = {
+        "format": FORMAT,
+        "version": 1,
+        "kind": model.kind,
+        "dim": model.dim,
+        "model_id": model.model_id,
+        "threshold": model.threshold,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    save_torch_file(payload, path)
 
 
 def load_verifier(path: str | os.PathLike) -> PairVerifier:
-    path = Path(path)
-    if not path.exists():
-        raise ConvlensError(f"{path}: no such verifier file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise ConvlensError(f"{path}: not a convlens verifier ({e.__class__.__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ConvlensError(f"{path}: not a convlens verifier file")
+    payload = load_torch_file(path, FORMAT, "verifier")
     model = PairVerifier(payload["dim"], payload["kind"], payload["model_id"], payload["threshold"])
     model.load_state_dict(payload["state_dict"])
     return model.eval()

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 
-import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.files import load_torch_file, save_torch_file
 
 FORMAT = "convlens-face-model"
 
@@ -40,8 +39,6 @@ def build_architecture(arch: str, config: dict) -> nn.Module:
 
 def save_face_model(model: nn.Module, path: str | os.PathLike, arch: str, config: dict) -> None:
     """Write a convlens model file atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     payload = {
         "format": FORMAT,
         "version": 1,
@@ -50,8 +47,7 @@ def save_face_model(model: nn.Module, path: str | os.PathLike, arch: str, config
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model_id": model.model_id,
     }
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_torch_file(payload, path)
 
 
 def load_face_model(path: str | os.PathLike | None = None) -> nn.Module:
@@ -60,15 +56,7 @@ def load_face_model(path: str | os.PathLike | None = None) -> nn.Module:
         from convlens.models.dlib_resnet import load_dlib_face_resnet
 
         return load_dlib_face_resnet(path)
-    path = Path(path)
-    if not path.exists():
-        raise ConvlensError(f"{path}: no such model file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise ConvlensError(f"{path}: not a convlens model file ({e.__class__.__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ConvlensError(f"{path}: not a convlens model file")
+    payload = load_torch_file(path, FORMAT, "model")
     model = build_architecture(payload["arch"], payload["config"])
     model.load_state_dict(payload["state_dict"], strict=True)
     model.model_id = payload["model_id"]
