@@ -419,9 +419,11 @@ def write_markdown(data: dict) -> None:
     lines = [
         "# Style transfer benchmark",
         "",
-        "Written by `benchmarks/style.py` from `style.json`. CPU: 2 shared cores "
-        "(other benchmarks ran beside these; runs hold /tmp/convlens-bench.lock). "
-        "No GPU was available: no GPU numbers are claimed.",
+        "Written by `benchmarks/style.py` from `style.json`. CPU: 2 cores shared with other "
+        "helpers' jobs. The speed rows ran holding /tmp/convlens-bench.lock, naive and ours "
+        "alternating in the same process (best of the rounds); the quality runs (settings grid, "
+        "gallery, high resolution) ran at nice 19 outside the lock, so their seconds are "
+        "indicative only. No GPU was available in this session: no GPU numbers are claimed.",
         "",
     ]
     if "speed" in data:
