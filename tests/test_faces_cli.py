@@ -47,7 +47,7 @@ def test_encode_goes_on_past_unreadable_files(capsys, photos_dir, tmp_path):
 
 def test_encode_table(capsys, photos_dir, orl_dir):
     code, out = _run(
-        capsys, "encode", "--detector", "auto", "--upsample", "2",
+        capsys, "encode", "--detector", "auto", "--upsample", "2", "--min-face", "0.1",
         photos_dir / "obama_small.jpg", orl_dir / "s1" / "1.pgm",
     )  # fmt: skip
     assert code == 0

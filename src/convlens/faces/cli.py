@@ -28,6 +28,11 @@ def register(subparsers) -> None:
                         "(hog, then more upsampling, then cnn)")  # fmt: skip
     p.add_argument("--upsample", type=int, default=1,
                    help="upsample before detecting: finds smaller faces (default 1)")  # fmt: skip
+    min_face_help = (
+        "detect on big photos at the lowest resolution that still finds faces this fraction "
+        "of the shorter side (e.g. 0.1; default: full resolution)"
+    )
+    p.add_argument("--min-face", type=float, default=None, metavar="FRACTION", help=min_face_help)
     p.add_argument("--landmarks", type=int, choices=[5, 68], default=5)
     p.add_argument("--model", default=None, help="encoder file (.dat or .pt; default dlib ResNet)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
@@ -65,6 +70,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         model=model,
         flip=args.flip,
         jitter=args.jitter,
+        min_face=args.min_face,
         progress=not args.json and sys.stderr.isatty(),
     )
     failed = 0
