@@ -50,6 +50,11 @@ class Detection:
         return (x1 - x0 + 1) * (y1 - y0 + 1)
 
 
+def whole_image(shape: tuple[int, ...]) -> Detection:
+    """The whole image as one face (for photos that are already face crops)."""
+    return Detection((0, 0, shape[1] - 1, shape[0] - 1), 0.0, "whole-image")
+
+
 def _dlib():
     try:
         import dlib
@@ -141,8 +146,7 @@ def detect(
         if not found:
             found = _cnn(image, upsample)
     if not found and whole_image_fallback:
-        h, w = image.shape[:2]
-        found = [Detection((0, 0, w - 1, h - 1), 0.0, "whole-image")]
+        found = [whole_image(image.shape)]
     return sorted(found, key=lambda d: -d.area)
 
 

@@ -197,7 +197,7 @@ def _find(
     else:
         dets = _detect.detect(image, detector, up)
     if not dets and whole_image_fallback:
-        dets = [_detect.Detection((0, 0, w - 1, h - 1), 0.0, "whole-image")]
+        dets = [_detect.whole_image(image.shape)]
     shapes = _detect.landmarks(image, dets, landmarks)
     faces = [
         Face(d.box(w, h), pts, d.score, None, d.source, d.rect)
