@@ -11,15 +11,7 @@ Importing this package is cheap: torch, dlib and the models load on first use.
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from typing import TYPE_CHECKING
-
-if "torch" not in sys.modules:
-    # torch's OpenMP threads spin while they wait; when the CPU is shared (dlib detecting in
-    # our own threads, or other processes) a 2-thread forward pass measured 30-70x slower
-    # than with passive waiting. Must be set before torch loads; an explicit setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # name -> module that defines it, imported on first attribute access.
 _LAZY = {
