@@ -179,7 +179,7 @@ def speed(args) -> None:
             # one lock for the whole size block: naive and ours side by side, alternating
             # rounds; the best of the rounds is reported (the CPU is shared)
             chosen = configs if size <= 256 else [configs[0], configs[3], configs[4]]
-            rounds = args.rounds if size <= 256 else 1
+            rounds = args.rounds
             best: dict[str, float] = {}
             with bench_lock():
                 for _ in range(rounds):
@@ -205,7 +205,11 @@ def speed(args) -> None:
                 }
                 print(row, flush=True)
                 rows.append(row)
-    save_results({"speed": rows})
+    # merge with earlier rows of other sizes/configs (a run may measure one size only)
+    keep = {(r["config"], r["size"], r["threads"]) for r in rows}
+    earlier = [r for r in load_results().get("speed", [])
+               if (r["config"], r["size"], r["threads"]) not in keep]  # fmt: skip
+    save_results({"speed": sorted(earlier + rows, key=lambda r: (r["threads"], r["size"]))})
 
 
 # ------------------------------------------------------------------ quality
