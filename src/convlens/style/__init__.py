@@ -1,6 +1,6 @@
 """Neural style transfer: `transfer(content, style, **options) -> PIL.Image` (see
-`convlens.style.transfer.StyleOptions` for the options, and `convlens style --help`)."""
+`convlens.style.optimize.StyleOptions` for the options, and `convlens style --help`)."""
 
-from convlens.style.transfer import StyleOptions, StyleResult, run_transfer, transfer
+from convlens.style.optimize import StyleOptions, StyleResult, run_transfer, transfer
 
 __all__ = ["StyleOptions", "StyleResult", "run_transfer", "transfer"]

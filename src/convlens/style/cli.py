@@ -79,7 +79,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from convlens.style.transfer import run_transfer
+    from convlens.style.optimize import run_transfer
 
     options = dict(
         size=args.size,
