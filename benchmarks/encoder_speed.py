@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+import convlens  # noqa: F401 - before torch loads: sets OpenMP's passive waiting
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CONVLENS_SHARED", ROOT.parent / "shared")) / "data" / "faces"
 OUT = ROOT / "benchmarks" / "results" / "encoder.md"
@@ -142,7 +144,7 @@ Best of {args.rounds} interleaved rounds; {len(chips)} chips from the shared ORL
 Machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()},
 torch {torch.__version__}, dlib {dlib.__version__}. Load average {load_start:.1f} at the start,
 {os.getloadavg()[0]:.1f} at the end: where other work shares the CPUs, wall-clock rates are
-noisy (CPU ms per chip less so), and torch's 2 OpenMP threads wait on each other, so 1 thread
+noisy (CPU ms per chip less so), and torch's 2 threads compete with that work, so 1 thread
 can come out ahead. CPU only: no GPU in this session.
 
 | encoder | batch | threads | chips/s (wall) | CPU ms / chip | speed-up vs dlib (wall) |
