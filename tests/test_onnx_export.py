@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -45,7 +47,10 @@ def test_export_records_model_id_and_leaves_mode(model, exported, tmp_path):
         assert model.training
     finally:
         model.eval()
-    assert not list(tmp_path.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["again.onnx"]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "again.onnx").stat().st_mode & 0o777 == 0o666 & ~umask  # like any file
 
 
 def test_export_to_missing_folder(model, tmp_path):

@@ -8,7 +8,6 @@ not onnxscript.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -46,8 +45,9 @@ def export_onnx(
     dummy = torch.zeros(2, 3, chip_size, chip_size, device=device)
     was_training = model.training
     model.eval()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
+    # Beside the target (same file system, so the rename is atomic); created with the
+    # user's umask, unlike mkstemp's private 0600 files.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings():
             # Expected: the legacy-exporter notice, and shape checks traced as constants
@@ -57,7 +57,7 @@ def export_onnx(
             torch.onnx.export(
                 model,
                 (dummy,),
-                tmp,
+                str(tmp),
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
@@ -65,7 +65,7 @@ def export_onnx(
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,
             )
-        proto = onnx.load(tmp)
+        proto = onnx.load(str(tmp))
         meta = {
             "model_id": str(getattr(model, "model_id", "")),
             "input": f"{INPUT_NAME}: float32 (N, 3, {chip_size}, {chip_size}) RGB, 0..255",
@@ -73,11 +73,11 @@ def export_onnx(
         for key, value in meta.items():
             proto.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
+        onnx.save(proto, str(tmp))
         os.replace(tmp, path)
     except OSError as e:
         raise ConvlensError(f"{path}: cannot write ONNX file ({e.strerror or e})") from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         model.train(was_training)
     return path
