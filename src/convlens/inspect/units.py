@@ -14,6 +14,7 @@ every position. Ties rank the earlier image (then the earlier position) first.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import time
 import warnings
@@ -159,6 +160,44 @@ class ScanResult:
 
     def source_of(self, item_id: int) -> tuple[object, int]:
         return self.sources[item_id // VIEWS], item_id % VIEWS
+
+
+class _ViewPool:
+    """The network inputs of the items in some top-k, in reused fixed slots.
+
+    Each kept input is copied into a slot (a view may share memory with all the faces of its
+    image); slots of items that fell out of every top-k are reused. Slots come in blocks of
+    anonymous memory maps, outside the C heap: hundreds of small arrays that stay alive among
+    the network's large temporaries would pin the heap and make RSS creep pass after pass.
+    """
+
+    BLOCK = 64
+
+    def __init__(self):
+        self.slots: list[np.ndarray] = []
+        self.where: dict[int, int] = {}  # item id -> slot
+        self.free: list[int] = []
+
+    def _grow(self, like: np.ndarray) -> None:
+        buf = mmap.mmap(-1, self.BLOCK * like.nbytes)
+        block = np.frombuffer(buf, dtype=like.dtype).reshape(self.BLOCK, *like.shape)
+        self.free.extend(range(len(self.slots) + self.BLOCK - 1, len(self.slots) - 1, -1))
+        self.slots.extend(block)
+
+    def update(self, live_ids: list[int], ids: list[int], views: list[np.ndarray]) -> None:
+        live = set(live_ids)
+        for i in [i for i in self.where if i not in live]:
+            self.free.append(self.where.pop(i))
+        for i, v in zip(ids, views, strict=True):
+            if i in live and i not in self.where:
+                if not self.free or self.slots[self.free[-1]].shape != v.shape:
+                    self._grow(v)
+                slot = self.free.pop()
+                np.copyto(self.slots[slot], v)
+                self.where[i] = slot
+
+    def views(self) -> dict[int, np.ndarray]:
+        return {i: self.slots[s] for i, s in self.where.items()}
 
 
 class _Stop(Exception):
@@ -310,6 +349,7 @@ def scan(
     workers = min(workers, spec.max_workers or workers)
 
     result = ScanResult({}, sources)
+    kept = _ViewPool()
     state: dict[str, dict] = {}
     taps = LayerTaps(model, list(layers))
     start = time.perf_counter()
@@ -323,11 +363,9 @@ def scan(
                 _accumulate(state, name, as_maps(out), layers[name], id_t, top, per_image)
         result.items += len(ids)
         if keep_views:
-            live = set(torch.cat([s["topk"].ids.ravel() for s in state.values()]).tolist())
-            # copies: a view may share memory with every other face of its image
-            result.views.update((i, v.copy()) for i, v in zip(ids, batch, strict=True) if i in live)
-            for i in [i for i in result.views if i not in live]:
-                del result.views[i]
+            kept.update(
+                torch.cat([s["topk"].ids.ravel() for s in state.values()]).tolist(), ids, batch
+            )
 
     try:
         with ProgressBar("inspect", total=len(sources), unit="img", disable=not progress) as bar:
@@ -350,6 +388,7 @@ def scan(
         taps.close()
         model.train(was_training)
     result.seconds = time.perf_counter() - start
+    result.views = kept.views()
     if not state:
         first = f"; first: {result.skipped[0]}" if result.skipped else ""
         raise ConvlensError(f"none of the {len(sources)} images gave a network input{first}")
