@@ -8,12 +8,13 @@ compute_face_descriptor(chip) one chip at a time, then ours (torch.inference_mod
 1, 32 and 256 with 2 and 1 torch threads. Best round counts (wall clock); CPU seconds per
 chip (process time, all threads) are given too, being steadier on a busy machine.
 Also: load time of the encoder (parse of the .dat, then from the cache) and the largest
-difference to dlib's embeddings. Writes benchmarks/results/encoder.md.
+difference to dlib's embeddings. Writes benchmarks/results/encoder.md and encoder.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -27,7 +28,7 @@ import convlens  # noqa: F401 - before torch loads: sets OpenMP's passive waitin
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CONVLENS_SHARED", ROOT.parent / "shared")) / "data" / "faces"
-OUT = ROOT / "benchmarks" / "results" / "encoder.md"
+OUT = ROOT / "benchmarks" / "results" / "encoder"  # .md and .json
 BATCHES = (1, 32, 256)
 THREADS = (2, 1)
 
@@ -157,8 +158,38 @@ Largest |convlens - dlib| over {n_dlib} chips' 128 components: {max_diff:.1e}
 Loading the encoder: {parse_s:.2f} s parsing dlib's .dat (first run),
 {warm_s:.3f} s from the converted-weights cache (later runs), torch already imported.
 """
+    report = {
+        "command": cmd,
+        "rounds": args.rounds,
+        "chips": len(chips),
+        "dlib_chips_per_round": n_dlib,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "dlib": dlib.__version__,
+            "load_average_start": load_start,
+            "load_average_end": os.getloadavg()[0],
+            "gpu": None,
+        },
+        "dlib_one_chip_at_a_time": {"chips_per_s": 1 / dlib_w, "cpu_ms_per_chip": dlib_c * 1e3},
+        "convlens": [
+            {
+                "batch": bs,
+                "threads": t,
+                "chips_per_s": 1 / best[(t, bs)][0],
+                "cpu_ms_per_chip": best[(t, bs)][1] * 1e3,
+                "speedup_vs_dlib": dlib_w / best[(t, bs)][0],
+            }
+            for t, bs in configs
+        ],
+        "max_abs_diff_to_dlib": max_diff,
+        "load_seconds": {"parse_dat": parse_s, "from_cache": warm_s},
+    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
+    OUT.with_suffix(".md").write_text(text)
+    OUT.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     print(text)
     return 0
 
