@@ -127,7 +127,12 @@ def register(faces_subparsers) -> None:
     p.add_argument(
         "--far", type=float, default=None, help="store τ for this false accept rate in the gallery"
     )
-    p.add_argument("--plot", type=Path, default=Path("roc.png"), help="ROC/DET PNG (roc.png)")
+    p.add_argument(
+        "--plot",
+        type=lambda s: Path(s) if s else None,
+        default=Path("roc.png"),
+        help="ROC/DET PNG (roc.png; an empty value writes none)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--max-impostors", type=int, default=None, help="sample impostor pairs")
     _common(p, verifier=True)
