@@ -30,3 +30,14 @@ def orl_dir() -> Path:
 @pytest.fixture(scope="session")
 def styles_dir() -> Path:
     return _shared("styles")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from 2 threads, and on a shared CPU 2 threads can stall."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,13 +13,7 @@ from convlens.style import run_transfer, transfer
 skimage_data = pytest.importorskip("skimage.data")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from 2 threads, and on a shared CPU 2 threads can stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
