@@ -89,7 +89,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="face")
     ap.add_argument("--layer", action="append", help="layers (default: per model)")
-    ap.add_argument("--units", default="all", help="units per layer (default all)")
+    ap.add_argument("--units", default="0:16", help="units per layer (default 0:16, as the CLI)")
     ap.add_argument("--images", action="append", type=Path, help="folders (default ORL + photos)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
