@@ -39,6 +39,7 @@ WORKER = textwrap.dedent(
         assert torch.equal(flats[0], flats[1]), "replicas differ after training"
         assert not torch.equal(flats[0], init), "no step was taken"
         print("DDP-OK")
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
     """
 )
