@@ -70,7 +70,7 @@ class StyleOptions:
     channels_last: bool = True
     pad: int = 16  # reflect-pad the image by this many pixels before the network (edge seams)
     fold_bn: bool = True
-    threads: int | None = None  # CPU threads (default: torch's; 1 is faster on a busy CPU)
+    threads: int | None = None  # CPU threads (default: torch's, all cores)
     progress: bool = True
     max_memory_fraction: float = 0.8  # refuse sizes whose estimate exceeds this share
 
