@@ -91,88 +91,32 @@ def test_unknown_layer_lists_valid_names(capsys, folder, tmp_path):
     assert "unknown layer 'conv9'; valid layers: 0, 1, 2" in err
 
 
+def _units(images, tmp_path, *extra: str, model: str = "tiny", layer: str = "2") -> list[str]:
+    """argv for `convlens inspect units` writing its grid into tmp_path."""
+    out = str(tmp_path / "g.png")
+    return ["inspect", "units", "--model", model, "--layer", layer, "--images", str(images),
+            *extra, "-o", out]  # fmt: skip
+
+
 def test_empty_folder(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
-    err = _error(
-        capsys,
-        [
-            "inspect",
-            "units",
-            "--model",
-            "tiny",
-            "--layer",
-            "2",
-            "--images",
-            str(tmp_path / "empty"),
-            "-o",
-            str(tmp_path / "g.png"),
-        ],
-    )
-    assert "no image files" in err
+    assert "no image files" in _error(capsys, _units(tmp_path / "empty", tmp_path))
 
 
 def test_unknown_model(capsys, folder, tmp_path):
     err = _error(capsys, ["inspect", "layers", "--model", "alexnet"])
     assert "unknown model 'alexnet'; known: face, efficientnet-lite0" in err
-    err = _error(
-        capsys,
-        [
-            "inspect",
-            "units",
-            "--model",
-            "alexnet",
-            "--layer",
-            "x",
-            "--images",
-            str(folder),
-            "-o",
-            str(tmp_path / "g.png"),
-        ],
-    )
+    err = _error(capsys, _units(folder, tmp_path, model="alexnet", layer="x"))
     assert "unknown model 'alexnet'" in err
 
 
 def test_bad_units_and_missing_folder(capsys, folder, tmp_path):
-    err = _error(
-        capsys,
-        [
-            "inspect",
-            "units",
-            "--model",
-            "tiny",
-            "--layer",
-            "2",
-            "--images",
-            str(folder),
-            "--units",
-            "2:9x",
-            "-o",
-            str(tmp_path / "g.png"),
-        ],
-    )
-    assert "bad unit list" in err
-    err = _error(
-        capsys,
-        [
-            "inspect",
-            "units",
-            "--model",
-            "tiny",
-            "--layer",
-            "2",
-            "--images",
-            str(tmp_path / "nowhere"),
-            "-o",
-            str(tmp_path / "g.png"),
-        ],
-    )
-    assert "not a folder" in err
+    assert "bad unit list" in _error(capsys, _units(folder, tmp_path, "--units", "2:9x"))
+    assert "not a folder" in _error(capsys, _units(tmp_path / "nowhere", tmp_path))
 
 
 def test_bad_device(capsys, folder, tmp_path):
-    argv = ["inspect", "units", "--model", "tiny", "--layer", "2", "--images", str(folder)]
-    err = _error(capsys, [*argv, "--device", "gpu0", "-o", str(tmp_path / "g.png")])
-    assert "unknown device 'gpu0'" in err
+    assert "unknown device 'gpu0'" in _error(capsys, _units(folder, tmp_path, "--device", "gpu0"))
 
 
 def test_face_model_from_a_trained_encoder_file(capsys, tmp_path):
