@@ -63,25 +63,19 @@ _MODELS: dict = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def _device(device):
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def resolve_model(model=None, device=None):
     """A face encoder module on `device`: None (dlib ResNet), a file path, or a module."""
     import torch
 
-    if isinstance(model, torch.nn.Module):
-        if device is not None:
-            model = model.to(_device(device))
-        return model.eval()
+    from convlens.models.devices import resolve_device
     from convlens.models.face_models import load_face_model
 
-    dev = _device(device)
+    if isinstance(model, torch.nn.Module):
+        if device is not None:
+            model = model.to(resolve_device(device))
+        return model.eval()
+
+    dev = resolve_device(device)
     key = (None if model is None else os.fspath(model), str(dev))
     with _MODELS_LOCK:
         if key not in _MODELS:

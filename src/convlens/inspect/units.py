@@ -30,6 +30,7 @@ from torch import nn
 
 from convlens.errors import ConvlensError
 from convlens.images import ImageInput, list_images, load_image
+from convlens.models.devices import resolve_device
 from convlens.progress import ProgressBar
 
 # An item (one network input) is identified by source index * VIEWS + view index: a source
@@ -301,19 +302,6 @@ def iter_views(
                 warnings.warn(f"skipped {msg}", stacklevel=2)
                 continue
             yield i, views
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """The device asked for (default: CUDA when available), checked to exist."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConvlensError(f"unknown device {device!r}; use cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConvlensError(f"device {device!r} asked for, but CUDA is not available here")
-    return dev
 
 
 def scan(

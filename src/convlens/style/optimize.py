@@ -27,6 +27,7 @@ from PIL import Image
 
 from convlens.errors import ConvlensError
 from convlens.images import ImageInput, load_image
+from convlens.models.devices import resolve_device
 from convlens.style.features import BACKBONES, PRESETS, FeatureExtractor, load_backbone
 from convlens.style.losses import normalized_gram, style_cost_from_grams, total_variation
 
@@ -119,12 +120,9 @@ def _check_options(o: StyleOptions, n_styles: int) -> None:
             )
         if any(w < 0 for w in o.style_weights) or sum(o.style_weights) <= 0:
             raise ConvlensError("style weights must be >= 0 with a positive sum")
-    if o.device.split(":")[0] not in ("cpu", "cuda"):
-        raise ConvlensError(f"device must be cpu or cuda, not {o.device!r}")
+    resolve_device(o.device)
     if o.pad < 0:
         raise ConvlensError("pad must be >= 0")
-    if o.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConvlensError("device cuda requested but no CUDA GPU is available")
 
 
 def _load_checked(source: ImageInput, what: str) -> np.ndarray:
@@ -257,7 +255,7 @@ def run_transfer(content: ImageInput, style, **options) -> StyleResult:
 
     content_img = _load_checked(content, "content image")
     style_imgs = [_load_checked(s, f"style image {i + 1}") for i, s in enumerate(styles)]
-    device = torch.device(o.device)
+    device = resolve_device(o.device)
     blend = np.asarray(o.style_weights or [1.0] * len(styles), dtype=np.float64)
     blend = (blend / blend.sum()).tolist()
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.devices import resolve_device
 from convlens.train.data import ChipSet, PKSampler
 from convlens.train.losses import HEADS, MININGS, siamese_head, siamese_loss, triplet_loss
 
@@ -199,12 +200,8 @@ def distributed_from_env() -> DistInfo:
 
 
 def pick_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = resolve_device(name)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConvlensError("--device cuda: no CUDA device available")
         if device.index is None:
             device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
