@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -99,3 +100,23 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not root.is_dir():
         raise ConvlensError(f"{root}: not a folder")
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def natural_key(name: str) -> list:
+    """'s2' < 's10': digits compare as numbers."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_people(folder: str | os.PathLike) -> list[tuple[str, list[Path]]]:
+    """A labelled folder (one subfolder per person): (person, photo paths) for every subfolder
+    holding images (searched recursively), in natural order. Callers decide how many people
+    they need."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConvlensError(f"{root}: no such folder")
+    people = []
+    for sub in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+        photos = sorted(list_images(sub), key=lambda f: natural_key(str(f.relative_to(sub))))
+        if photos:
+            people.append((sub.name, photos))
+    return people

@@ -14,7 +14,7 @@ import numpy as np
 
 from convlens import metrics
 from convlens.errors import ConvlensError
-from convlens.images import list_images
+from convlens.images import list_people
 
 FARS = (1e-2, 1e-3, 1e-4)
 MAX_IMPOSTORS = 5_000_000
@@ -30,18 +30,13 @@ class LabelledEmbeddings:
 
 
 def labelled_photos(folder: str | os.PathLike) -> list[tuple[Path, str]]:
-    root = Path(folder)
-    if not root.is_dir():
-        raise ConvlensError(f"{root}: not a folder")
-    people = sorted(p for p in root.iterdir() if p.is_dir())
+    people = list_people(folder)
     if len(people) < 2:
         raise ConvlensError(
-            f"{root}: needs one subfolder per person, at least two people (found {len(people)})"
+            f"{folder}: needs one subfolder of photos per person, at least two people "
+            f"(found {len(people)})"
         )
-    out = [(path, person.name) for person in people for path in list_images(person)]
-    if not out:
-        raise ConvlensError(f"{root}: no images in the person subfolders")
-    return out
+    return [(path, name) for name, photos in people for path in photos]
 
 
 def encode_labelled(

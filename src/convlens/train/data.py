@@ -15,15 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from convlens import images
 from convlens.errors import ConvlensError
-from convlens.images import list_images
 
 CHIP = 150
 CACHE_VERSION = 1
@@ -79,22 +78,9 @@ class ChipSet:
         return "\n".join(lines)
 
 
-def natural_key(name: str) -> list:
-    """'s2' < 's10': digits compare as numbers."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
 def list_people(root: str | os.PathLike) -> list[tuple[str, list[Path]]]:
-    """(person, photo paths) for every subfolder holding images (searched recursively), in
-    natural order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ConvlensError(f"{root}: no such folder")
-    people = []
-    for sub in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
-        photos = sorted(list_images(sub), key=lambda f: natural_key(str(f.relative_to(sub))))
-        if photos:
-            people.append((sub.name, photos))
+    """(person, photo paths) of a labelled folder; at least one person."""
+    people = images.list_people(root)
     if not people:
         raise ConvlensError(
             f"{root}: no person subfolders with images (expected {root}/PERSON/photo.jpg)"
