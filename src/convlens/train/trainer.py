@@ -35,6 +35,7 @@ from torch import nn
 
 from convlens.errors import ConvlensError
 from convlens.models.devices import resolve_device
+from convlens.models.files import load_torch_file, save_torch_file
 from convlens.train.data import ChipSet, PKSampler
 from convlens.train.losses import HEADS, MININGS, siamese_head, siamese_loss, triplet_loss
 
@@ -396,22 +397,10 @@ class Trainer:
             "step_log": self.step_log,
             "people": self.train_set.people,
         }
-        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.checkpoint)
+        save_torch_file(payload, self.checkpoint)
 
     def resume(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        if not path.exists():
-            raise ConvlensError(f"{path}: no such checkpoint")
-        try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise ConvlensError(
-                f"{path}: not a training checkpoint ({e.__class__.__name__})"
-            ) from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ConvlensError(f"{path}: not a convlens training checkpoint")
+        ckpt = load_torch_file(path, CHECKPOINT_FORMAT, "training checkpoint")
         mine = asdict(self.cfg)
         changed = [
             f"{k} ({v} -> {mine.get(k)})"
