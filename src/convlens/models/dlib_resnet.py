@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.files import save_torch_file
 
 MODEL_ID = "dlib_face_recognition_resnet_model_v1"
 # sha256 of the file shipped by face-recognition-models 0.3.0 (embeddings keep MODEL_ID).
@@ -252,17 +252,6 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _save_atomic(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cached_state(path: Path, digest: str) -> dict:
     """The converted weights of `path` (sha256 `digest`): from the cache, else parsed."""
     from convlens.models.weights import cache_dir
@@ -291,7 +280,7 @@ def _cached_state(path: Path, digest: str) -> dict:
     payload = {"format": CACHE_FORMAT, "sha256": digest, "state_dict": state}
     if cached is not None:
         with contextlib.suppress(OSError):  # a read-only cache only costs a re-parse next time
-            _save_atomic(payload, cached)
+            save_torch_file(payload, cached)
     return state
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import torch
@@ -11,11 +12,19 @@ from convlens.errors import ConvlensError
 
 
 def save_torch_file(payload: dict, path: str | os.PathLike) -> None:
-    """torch.save to a temporary name, then rename: a crash never leaves half a file."""
+    """torch.save to a temporary name, then rename: a crash never leaves half a file.
+
+    The temporary name is unique per writer, so processes writing the same file (a shared
+    weights cache) never interleave; it gets normal permissions, unlike mkstemp's 0600.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_torch_file(path: str | os.PathLike, fmt: str, what: str) -> dict:
