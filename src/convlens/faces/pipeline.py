@@ -239,17 +239,15 @@ def encode(
     (default CUDA when available). flip: also encode the mirrored chip and average. jitter:
     average N randomly jittered chips (dlib's num_jitters). Other options: see face_chips.
     """
-    # Load the encoder (torch import, weights) in a thread while dlib, which releases the
-    # GIL, detects: on a cold start the two overlap.
-    loader = ThreadPoolExecutor(1)
-    net = loader.submit(resolve_model, model, device)
-    loader.shutdown(wait=False)
-    faces, chips = face_chips(image, detector, upsample, landmarks, whole_image_fallback, min_face)
-    if faces:
-        embs = embed_chips(chips, net.result(), flip=flip, jitter=jitter)
-        for f, e in zip(faces, embs, strict=True):
-            f.embedding = e
-    return faces
+    # One photo through the batch path: it already overlaps loading the encoder (torch
+    # import, weights) with dlib's detection, which releases the GIL.
+    ((_, result),) = encode_many(
+        [image], 64, detector, upsample, landmarks, model, device, flip, jitter,
+        whole_image_fallback, min_face, workers=1, progress=False,
+    )  # fmt: skip
+    if isinstance(result, ConvlensError):
+        raise result
+    return result
 
 
 def encode_many(
