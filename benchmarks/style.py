@@ -423,8 +423,9 @@ def write_markdown(data: dict) -> None:
     lines = [
         "# Style transfer benchmark",
         "",
-        "Written by `benchmarks/style.py` from `style.json`. CPU: 2 cores shared with other "
-        "helpers' jobs. The speed rows ran holding /tmp/convlens-bench.lock, naive and ours "
+        "Written by `benchmarks/style.py` from `style.json`. CPU: 2 cores (the latest speed "
+        "rows on a quiet machine; the other sections while other jobs shared it). The speed "
+        "rows ran holding /tmp/convlens-bench.lock, naive and ours "
         "alternating in the same process (best of the rounds); the quality runs (settings grid, "
         "gallery, high resolution) ran at nice 19 outside the lock, so their seconds are "
         "indicative only. No GPU was available in this session: no GPU numbers are claimed.",
