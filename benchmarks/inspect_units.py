@@ -42,8 +42,8 @@ def child(args) -> dict:
     import torch
 
     from convlens.images import list_images
-    from convlens.inspect import resolve_model, scan
-    from convlens.inspect.units import InputSpec, iter_views
+    from convlens.inspection import resolve_model, scan
+    from convlens.inspection.units import InputSpec, iter_views
 
     torch.set_num_threads(args.threads)
     model, spec, _ = resolve_model(args.model)

@@ -7,8 +7,8 @@ from PIL import Image
 from torch import nn
 
 from convlens.cli import main
-from convlens.inspect.models import MODELS, NamedModel
-from convlens.inspect.units import InputSpec
+from convlens.inspection.models import MODELS, NamedModel
+from convlens.inspection.units import InputSpec
 
 
 def _tiny(weights=None) -> nn.Module:

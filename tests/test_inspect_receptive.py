@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.inspect.receptive import analyze
+from convlens.inspection.receptive import analyze
 
 
 class Block(nn.Module):

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from convlens.inspect import inspect_units
-from convlens.inspect.render import crop_box, grid_size
+from convlens.inspection import inspect_units
+from convlens.inspection.render import crop_box, grid_size
 
 
 def _net() -> nn.Module:

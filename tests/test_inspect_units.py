@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspect.units import InputSpec, TopK, parse_units, scan
+from convlens.inspection.units import InputSpec, TopK, parse_units, scan
 
 SIZE = (16, 16)
 
@@ -145,7 +145,7 @@ def test_top_views_are_kept_so_each_image_is_prepared_once():
     assert res.items == 50 and len(calls) == 25
     live = {int(i) for t in res.layers.values() for i in t.ids.ravel()}
     assert set(res.views) == live and len(live) <= 3 * 4 + 2 * 4
-    from convlens.inspect.units import load_items
+    from convlens.inspection.units import load_items
 
     views = load_items(res, sorted(live), spec)
     assert len(calls) == 25  # nothing prepared again

@@ -1,9 +1,15 @@
-"""`convlens` command line: one subcommand group per capability, errors as one line."""
+"""`convlens` command line: one subcommand group per capability, errors as one line.
+
+Every group follows convlens.cli_options (the shared flags, validation before work, output
+checks). Exit status: 0 success, 1 a documented negative answer or some items failed,
+2 a usage or input error, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from convlens.errors import ConvlensError
@@ -13,7 +19,8 @@ GROUPS = {
     "faces": "convlens.faces.cli",
     "train": "convlens.train.cli",
     "style": "convlens.style.cli",
-    "inspect": "convlens.inspect.cli",
+    "inspect": "convlens.inspection.cli",
+    "models": "convlens.models.cli",
 }
 
 
@@ -34,17 +41,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _quiet_broken_pipe() -> None:
+    # `convlens faces people | head -1`: the reader left; stop quietly, as cat does.
     try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         code = args.func(args)
+        sys.stdout.flush()
     except ConvlensError as e:
         print(f"convlens: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("convlens: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 0
+    except MemoryError:
+        print("convlens: error: out of memory", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

@@ -303,3 +303,35 @@ def load_dlib_face_resnet(path: str | os.PathLike | None = None) -> DlibFaceResN
         model = DlibFaceResNet(model_id=model_id)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _register() -> None:
+    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
+
+    register(
+        ModelEntry(
+            name="dlib-resnet",
+            aliases=("dlib_resnet", "face"),
+            tasks=("face-encoder", "inspectable"),
+            about="dlib's 128-d ResNet face encoder (2017), ported to torch",
+            load=load_dlib_face_resnet,
+            build=DlibFaceResNet,
+            input=InputFormat(
+                (CHIP_SIZE, CHIP_SIZE),
+                note="aligned face chips (dlib 5-point); normalised inside",
+            ),
+            weights=Weights(
+                "face_recognition_models",
+                ("models", f"{MODEL_ID}.dat"),
+                licence="CC0-1.0",
+                source="dlib (Davis King), trained on ~3M faces",
+                pip_name="face-recognition-models",
+            ),
+            layer_presets={"inspect": ("stage1", "stage3", "stage5")},
+            # dlib's published convention for this encoder (LFW 99.38%), until calibrated.
+            extras={"threshold": 0.6, "threshold_source": "default (dlib convention)"},
+        )
+    )
+
+
+_register()

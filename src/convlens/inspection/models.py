@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspect.units import InputSpec, fit_image, scale_01
+from convlens.inspection.units import InputSpec, fit_image, scale_01
 
 FACE_SIZE = 150
 

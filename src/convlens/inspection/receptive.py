@@ -33,7 +33,7 @@ padding.
 
 from __future__ import annotations
 
-import inspect as pyinspect
+import inspect
 import math
 import operator
 from dataclasses import dataclass
@@ -689,15 +689,15 @@ def _get_attr(m: nn.Module, target: str):
 
 def _bind(m: nn.Module, graph: fx.Graph, args, kwargs) -> dict:
     """Match the call's arguments to the traced graph's placeholders by name."""
-    sig = pyinspect.signature(m.forward)
+    sig = inspect.signature(m.forward)
     bound = sig.bind(*args, **kwargs)
     bound.apply_defaults()
     out = {}
     for pname, val in bound.arguments.items():
         kind = sig.parameters[pname].kind
-        if kind == pyinspect.Parameter.VAR_POSITIONAL:
+        if kind == inspect.Parameter.VAR_POSITIONAL:
             out[f"*{pname}"] = _pack(tuple(val))
-        elif kind == pyinspect.Parameter.VAR_KEYWORD:
+        elif kind == inspect.Parameter.VAR_KEYWORD:
             out[f"**{pname}"] = _pack(dict(val))
         else:
             out[pname] = val if isinstance(val, _V) else _V(val)

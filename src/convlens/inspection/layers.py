@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from convlens.inspect.receptive import LayerInfo, analyze
+from convlens.inspection.receptive import LayerInfo, analyze
 
 
 def list_layers(

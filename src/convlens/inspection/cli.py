@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convlens.errors import ConvlensError
-from convlens.inspect.models import MODELS
+from convlens.inspection.models import MODELS
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -78,7 +78,7 @@ def register(subparsers) -> None:
 
 
 def _layers(args) -> int:
-    from convlens.inspect import format_layers, list_layers, resolve_model
+    from convlens.inspection import format_layers, list_layers, resolve_model
 
     model, spec, _ = resolve_model(args.model, args.input_size, weights=args.weights)
     print(format_layers(list_layers(model, spec.size), spec.size))
@@ -86,11 +86,11 @@ def _layers(args) -> int:
 
 
 def _units(args) -> int:
-    from convlens.inspect import inspect_units
+    from convlens.inspection import inspect_units
 
     if args.patch < 8:
         raise ConvlensError(f"--patch must be at least 8 pixels (got {args.patch})")
-    from convlens.inspect.units import resolve_sources
+    from convlens.inspection.units import resolve_sources
 
     images = [p for folder in args.images for p in resolve_sources(folder)]
     report = inspect_units(

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from convlens.inspect.receptive import ReceptiveField
-from convlens.inspect.units import LayerTop, ScanResult
+from convlens.inspection.receptive import ReceptiveField
+from convlens.inspection.units import LayerTop, ScanResult
 
 PAD_GREY = 128
 GAP = 4

@@ -1,6 +1,6 @@
 """Looking inside a ConvNet: the image patches that excite a unit most (Zeiler & Fergus 2014).
 
-    from convlens.inspect import inspect_units, list_layers
+    from convlens.inspection import inspect_units, list_layers
     report = inspect_units("face", "photos/", layers=["layer2"], units="0:16", out="grid.png")
     report = inspect_units(my_module, paths, layers=["features.8"], input_size=(224, 224),
                            preprocess=my_normalise, gradient=True, out="grid.png")
@@ -25,10 +25,10 @@ from PIL import Image
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspect.layers import format_layers, list_layers
-from convlens.inspect.models import MODELS, named_model
-from convlens.inspect.receptive import ReceptiveField, analyze
-from convlens.inspect.render import (
+from convlens.inspection.layers import format_layers, list_layers
+from convlens.inspection.models import MODELS, named_model
+from convlens.inspection.receptive import ReceptiveField, analyze
+from convlens.inspection.render import (
     Cell,
     cells_for_layer,
     draw_grid,
@@ -36,7 +36,7 @@ from convlens.inspect.render import (
     layer_json,
     png_path,
 )
-from convlens.inspect.units import (
+from convlens.inspection.units import (
     InputSpec,
     ScanResult,
     check_layers,

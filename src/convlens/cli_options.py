@@ -1,0 +1,222 @@
+"""The one CLI convention every `convlens` group follows.
+
+* Every command that runs a network takes `--device` (default auto: CUDA when present),
+  every command with a progress bar `--quiet`, every command with results `--json` (one
+  object per line), and `--model NAME|PATH` resolved through the model registry.
+* Every option is validated, with its limits, by argparse before any work starts: a bad
+  value is one usage error and exit status 2 (the `type=` helpers below).
+* Output paths are checked writable, and never one of the command's own inputs, before any
+  work starts (`check_outputs`).
+* Library errors (ConvlensError) name the offending value or path, never a flag: the flags
+  belong to this layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from convlens.errors import ConvlensError
+
+# -- option types: argparse turns their ArgumentTypeError into "usage ... error", exit 2 -----
+
+
+def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An integer lo <= n <= hi (either bound optional)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({_bounds(lo, hi)})")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> Callable[[str], float]:
+    """A finite number in [lo, hi] (or open at either end); NaN and infinities refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        too_low = lo is not None and (value <= lo if lo_open else value < lo)
+        too_high = hi is not None and (value >= hi if hi_open else value > hi)
+        if too_low or too_high:
+            raise argparse.ArgumentTypeError(
+                f"{value:g} is out of range ({_bounds(lo, hi, lo_open, hi_open)})"
+            )
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _bounds(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
+    if lo is not None and hi is not None:
+        return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '≥'} {lo:g}"
+    return f"{'<' if hi_open else '≤'} {hi:g}"
+
+
+def number_list(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
+) -> Callable[[str], list[float]]:
+    """Comma-separated finite numbers, each within the bounds."""
+    one = float_range(lo, hi, lo_open=lo_open)
+
+    def parse(text: str) -> list[float]:
+        values = [one(v) for v in text.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        return values
+
+    parse.__name__ = "numbers"
+    return parse
+
+
+def name_list(text: str) -> list[str]:
+    """Comma-separated names (layers, people)."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return values
+
+
+def existing_path(kind: str = "file") -> Callable[[str], Path]:
+    """An input that must exist now: kind "file", "dir" or "any"."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"{text}: no such {kind if kind != 'any' else 'path'}")
+        if kind == "file" and path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
+        if kind == "dir" and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: not a folder")
+        return path
+
+    parse.__name__ = kind
+    return parse
+
+
+def output_file(*suffixes: str) -> Callable[[str], Path]:
+    """An output file name, optionally with one of `suffixes` (e.g. ".png", ".jpg")."""
+
+    def parse(text: str) -> Path:
+        if not text.strip():
+            raise argparse.ArgumentTypeError("empty output file name")
+        path = Path(text)
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"{text}: the file name must end in {' or '.join(suffixes)}"
+            )
+        return path
+
+    parse.__name__ = "output file"
+    return parse
+
+
+# -- the shared options ----------------------------------------------------------------------
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto (default: CUDA when present), cpu, cuda or cuda:N",
+    )
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def add_model(p: argparse.ArgumentParser, task: str, default: str | None = None) -> None:
+    """--model NAME|PATH: a registry name (`convlens models`) or a weights file."""
+    shown = f" (default {default})" if default else ""
+    p.add_argument(
+        "--model",
+        default=default,
+        metavar="NAME|PATH",
+        help=f"{task} from `convlens models`, or a weights file{shown}",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless --quiet or --json (stdout then carries results, stderr stays calm)."""
+    return not getattr(args, "quiet", False) and not getattr(args, "json", False)
+
+
+# -- checks before work starts -----------------------------------------------------------------
+
+
+def usage_error(parser: argparse.ArgumentParser | None, message: str) -> None:
+    """A usage error (exit 2) for problems argparse cannot see, e.g. between two options."""
+    if parser is not None:
+        parser.error(message)
+    print(f"convlens: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_outputs(
+    outputs: Iterable[str | os.PathLike | None],
+    inputs: Iterable[str | os.PathLike | None] = (),
+    *,
+    overwrite: bool = True,
+) -> None:
+    """Refuse, before any work, an output that is an input, a folder, or can't be written.
+
+    Raises ConvlensError naming the path. The check creates nothing: a missing folder is an
+    error, not made for the user.
+    """
+    ins = {_same_key(p) for p in inputs if p is not None}
+    for out in outputs:
+        if out is None:
+            continue
+        path = Path(out)
+        if _same_key(path) in ins:
+            raise ConvlensError(f"{path}: is also an input; refusing to write over it")
+        if path.is_dir():
+            raise ConvlensError(f"{path}: is a folder; give a file name")
+        if path.exists() and not overwrite:
+            raise ConvlensError(f"{path}: already exists; refusing to write over it")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise ConvlensError(f"{folder}: no such folder for {path.name}")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise ConvlensError(f"{path}: not writable")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConvlensError(f"{folder}: folder not writable")
+
+
+def _same_key(path: str | os.PathLike) -> tuple:
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return ("path", str(p.resolve()))
+    return ("inode", st.st_dev, st.st_ino)

