@@ -11,7 +11,6 @@ import numbers
 from dataclasses import asdict, dataclass
 
 from convlens.errors import ConvlensError
-from convlens.train.losses import HEADS, MININGS
 
 # The architecture each start trains when no model is named.
 DEFAULT_MODEL = {"pretrained": "dlib-resnet", "scratch": "small-convnet"}
@@ -21,6 +20,28 @@ FILE_ARCH = {"dlib-resnet": "dlib_resnet", "small-convnet": "small_convnet"}
 # Only SmallConvNet is configurable; every other encoder has the shape it was designed with.
 CONFIGURABLE = "small-convnet"
 FIXED_EMBEDDING_DIM = 128
+
+# The limits of every numeric setting, the one place they are written: TrainConfig.check
+# enforces them and the CLI's option types are built from them.
+INT_LIMITS = {
+    "epochs": (1, 100_000),
+    "steps": (1, 10_000_000),
+    "batch_p": (2, 4096),  # a batch needs 2+ people ...
+    "batch_k": (2, 4096),  # ... with 2+ chips each
+    "embedding_dim": (2, 4096),
+    "small_width": (1, 1024),
+    "jitter": (0, 100),
+    "seed": (0, 2**32 - 1),  # numpy's and torch's seeds both take it
+}
+# name: (low, high, low excluded, high excluded)
+FLOAT_LIMITS = {
+    "lr": (0.0, 10.0, True, False),
+    "margin": (0.0, 10.0, True, False),
+    "weight_decay": (0.0, 1.0, False, False),
+    "momentum": (0.0, 1.0, False, True),
+    "warmup": (0.0, 1.0, False, False),
+    "grad_clip": (0.0, 1e6, False, False),
+}
 
 
 @dataclass
@@ -91,6 +112,8 @@ class TrainConfig:
         self._check_numbers()
 
     def _check_choices(self) -> None:
+        from convlens.train.losses import HEADS, MININGS  # torch: only when checking
+
         choices = {
             "loss": ("triplet", "siamese"),
             "mining": MININGS,
@@ -122,47 +145,26 @@ class TrainConfig:
             raise ConvlensError(f"small_input {self.small_input}: a multiple of 16 in 16..1024")
 
     def _check_numbers(self) -> None:
-        _whole("epochs", self.epochs, 1)
-        if self.steps is not None:
-            _whole("steps", self.steps, 1)
-        _whole("batch_p", self.batch_p, 2, why="a batch needs 2+ people")
-        _whole("batch_k", self.batch_k, 2, why="a batch needs 2+ chips per person")
-        _whole("embedding_dim", self.embedding_dim, 2, 4096)
-        _whole("small_width", self.small_width, 1, 1024)
-        _whole("jitter", self.jitter, 0, 100)
-        _whole("seed", self.seed, 0)
-        if self.lr is not None:
-            _number("learning rate", self.lr, 0.0, 10.0, lo_open=True)
-        _number("margin", self.margin, 0.0, 10.0, lo_open=True)
-        _number("weight_decay", self.weight_decay, 0.0, 1.0)
-        _number("momentum", self.momentum, 0.0, 1.0, hi_open=True)
-        _number("warmup", self.warmup, 0.0, 1.0)
-        _number("grad_clip", self.grad_clip, 0.0, None)
+        for name, (lo, hi) in INT_LIMITS.items():
+            value = getattr(self, name)
+            if value is not None or name != "steps":  # steps None: one pass per epoch
+                _whole(name, value, lo, hi)
+        for name, (lo, hi, lo_open, hi_open) in FLOAT_LIMITS.items():
+            value = getattr(self, name)
+            if value is not None or name != "lr":  # lr None: the default for init/optimizer
+                _number(name, value, lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
-def _whole(name: str, value, lo: int, hi: int | None = None, why: str = "") -> None:
+def _whole(name: str, value, lo: int, hi: int) -> None:
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok or value < lo or (hi is not None and value > hi):
-        limits = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
-        reason = f" ({why})" if why else ""
-        raise ConvlensError(f"{name} {value!r}: must be a whole number {limits}{reason}")
+    if not ok or not lo <= value <= hi:
+        raise ConvlensError(f"{name} {value!r}: must be a whole number in {lo}..{hi}")
 
 
-def _number(
-    name: str,
-    value,
-    lo: float,
-    hi: float | None,
-    *,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> None:
+def _number(name: str, value, lo: float, hi: float, *, lo_open: bool, hi_open: bool) -> None:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = value > lo if lo_open else value >= lo
-    if ok and hi is not None:
-        ok = value < hi if hi_open else value <= hi
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:
-        low = f"{'(' if lo_open else '['}{lo:g}"
-        high = f"{hi:g}{')' if hi_open else ']'}" if hi is not None else "∞)"
+        low, high = f"{'(' if lo_open else '['}{lo:g}", f"{hi:g}{')' if hi_open else ']'}"
         raise ConvlensError(f"{name} {value!r}: must be a finite number in {low}, {high}")

@@ -113,4 +113,3 @@ class ProgressSubscriber:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
-
