@@ -73,7 +73,7 @@ def run(name, cfg, train, val, work: Path, log) -> dict:
     done = trainer.checkpoint.exists() and (work / f"{name}.pt").exists()
     if done:
         ckpt = torch.load(trainer.checkpoint, weights_only=True)
-        done = ckpt["step"] == trainer.total_steps and ckpt["config"] == vars(cfg)
+        done = ckpt["step"] == trainer.total_steps and ckpt["config"] == cfg.settings()
     if done:
         print(f"  reusing the finished run in {trainer.checkpoint}")
         trainer.resume(trainer.checkpoint)
@@ -153,7 +153,7 @@ def steps_per_second(cfg: TrainConfig, train, work: Path, steps: int) -> dict:
     steps), under the benchmark lock; with the 1-minute load average, since the CPU is shared
     with processes that do not take the lock."""
     trainer = Trainer(cfg, train, None, work / "speed.pt", progress=False)
-    trainer._train_mode()
+    trainer.train_mode()
     for _ in range(3):
         trainer.train_step()
     times = []

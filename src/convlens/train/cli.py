@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from pathlib import Path
 
-from convlens.errors import ConvlensError
+from convlens.cli_options import (
+    add_device,
+    add_json,
+    add_quiet,
+    check_outputs,
+    existing_path,
+    float_range,
+    int_range,
+    name_list,
+    output_file,
+    show_progress,
+)
+from convlens.train.config import FLOAT_LIMITS, INT_LIMITS
+
+
+def _int(name: str):
+    return int_range(*INT_LIMITS[name])
+
+
+def _float(name: str):
+    lo, hi, lo_open, hi_open = FLOAT_LIMITS[name]
+    return float_range(lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
 def register(subparsers) -> None:
@@ -25,7 +46,12 @@ def register(subparsers) -> None:
         default="semi-hard",
         help="triplet mining within each P x K batch (default semi-hard)",
     )
-    triplet.add_argument("--margin", type=float, default=0.2, help="triplet margin (0.2)")
+    triplet.add_argument(
+        "--margin",
+        type=_float("margin"),
+        default=0.2,
+        help="triplet margin, in (0, 10] (0.2)",
+    )
     triplet.set_defaults(func=_run, loss="triplet", head="abs")
     siamese = sub.add_parser("siamese", help="Siamese same/different binary classification")
     _common(siamese)
@@ -39,43 +65,93 @@ def register(subparsers) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", metavar="DIR", help="folder with one subfolder of photos per person")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="model file to write")
+    p.add_argument(
+        "dir",
+        metavar="DIR",
+        type=existing_path("dir"),
+        help="folder with one subfolder of photos per person",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT.pt", type=output_file(".pt"),
+        help="model file to write (logs and checkpoint beside it)",
+    )  # fmt: skip
+    _model_options(p)
+    _optimisation_options(p)
+    _run_options(p)
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--init",
         choices=["pretrained", "scratch"],
         default="pretrained",
-        help="fine-tune dlib's pretrained ResNet, or train a SmallConvNet from scratch",
+        help="fine-tune the model's pretrained weights, or train it from scratch",
+    )
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="face encoder from `convlens models --task face-encoder` "
+        "(default dlib-resnet with --init pretrained, small-convnet with --init scratch)",
     )
     p.add_argument(
         "--train-from",
         metavar="LAYER",
         help="freeze every layer before LAYER (a top-level submodule name, e.g. a stage)",
     )
-    p.add_argument("--embedding-dim", type=int, default=128, help="scratch only (128)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--steps", type=int, help="steps per epoch (default: one pass over the chips)")
-    p.add_argument("--batch-p", type=int, default=8, help="people per batch (8)")
-    p.add_argument("--batch-k", type=int, default=4, help="photos per person per batch (4)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 scratch, 1e-5 tune)")
+    p.add_argument(
+        "--embedding-dim", type=_int("embedding_dim"), default=128, help="small-convnet only (128)"
+    )
+
+
+def _optimisation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=_int("epochs"), default=10, help="1..100000 (10)")
+    p.add_argument(
+        "--steps",
+        type=_int("steps"),
+        help="steps per epoch (default: one pass over the chips)",
+    )
+    p.add_argument("--batch-p", type=_int("batch_p"), default=8, help="people per batch (8)")
+    p.add_argument(
+        "--batch-k", type=_int("batch_k"), default=4, help="photos per person per batch (4)"
+    )
+    p.add_argument(
+        "--lr",
+        type=_float("lr"),
+        help="peak learning rate, in (0, 10] (default 1e-3 scratch, 1e-5 fine-tuning)",
+    )
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=_float("weight_decay"), default=1e-4, help="0..1 (1e-4)")
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
-    p.add_argument("--grad-clip", type=float, default=5.0, help="max gradient norm (0: off)")
+    p.add_argument(
+        "--grad-clip",
+        type=_float("grad_clip"),
+        default=5.0,
+        help="max gradient norm (5; 0: off)",
+    )
     p.add_argument("--no-augment", action="store_true", help="no flips or shifts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint")
+    p.add_argument("--seed", type=_int("seed"), default=0)
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    from convlens.faces.detect import DEFAULT_DETECTOR, DETECTORS
+
+    p.add_argument(
+        "--resume", metavar="CKPT", type=existing_path("file"), help="continue from a checkpoint"
+    )
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint path (default OUT.ckpt)")
     val = p.add_mutually_exclusive_group()
     val.add_argument(
         "--val-people",
         metavar="N|NAMES",
+        type=_val_people,
         help="hold out N random people, or the comma-separated named ones, for validation",
     )
     val.add_argument(
-        "--val-split", type=float, help="hold out this fraction of people (default 0.2)"
+        "--val-split",
+        type=float_range(0, 1, lo_open=True, hi_open=True),
+        help="hold out this fraction of people, in (0, 1) (default 0.2)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(p)
     p.add_argument(
         "--amp",
         action=argparse.BooleanOptionalAction,
@@ -84,40 +160,34 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--detector",
-        choices=["hog", "cnn", "auto"],
-        default="auto",
-        help="auto (default): HOG, then HOG upsampled, then the CNN; chips are cached",
+        choices=DETECTORS,
+        default=DEFAULT_DETECTOR,
+        help=f"{DEFAULT_DETECTOR} (default): HOG, then HOG upsampled, then the CNN; "
+        "chips are cached",
     )
-    p.add_argument("--upsample", type=int, default=1, help="detector upsampling (1)")
+    p.add_argument("--upsample", type=int_range(0, 3), default=1, help="detector upsampling (1)")
     p.add_argument("--cache-dir", metavar="DIR", help="where aligned chips are cached")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
+    add_json(p)
 
 
-def _val_people(text: str | None) -> int | list[str] | None:
-    if text is None:
-        return None
+def _val_people(text: str) -> int | list[str]:
+    """A number of people (0..100000), or comma-separated names."""
     if text.strip().isdigit():
-        return int(text)
-    return [t.strip() for t in text.split(",") if t.strip()]
+        return int_range(0, 100_000)(text)
+    return name_list(text)
 
 
-def _run(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
+def _config(args: argparse.Namespace):
+    from convlens.train.config import TrainConfig
 
-    from convlens.train.data import load_face_folder, split_people
-    from convlens.train.trainer import TrainConfig, Trainer, distributed_from_env
-
-    out = Path(args.output)
-    if out.suffix != ".pt":
-        raise ConvlensError(f"{out}: the model file name must end in .pt")
-    if not out.parent.is_dir():
-        raise ConvlensError(f"{out.parent}: no such folder for the model file")
-    cfg = TrainConfig(
+    return TrainConfig(
         loss=args.loss,
         mining=args.mining,
         margin=args.margin,
         head=args.head,
         init=args.init,
+        model=args.model,
         embedding_dim=args.embedding_dim,
         train_from=args.train_from,
         epochs=args.epochs,
@@ -134,41 +204,106 @@ def _run(args: argparse.Namespace) -> int:
         amp=args.amp,
         device=args.device,
     )
+
+
+def _check_files(args: argparse.Namespace):
+    """Every file the run writes: writable, none of them an input, before any work."""
+    from convlens.train.logs import TrainPaths
+
+    paths = TrainPaths.for_output(args.output, args.checkpoint)
+    # The checkpoint may be the one resumed from (it is read first, then rewritten), but no
+    # other output may be it or the resumed one.
+    check_outputs(paths.written(args.loss), [args.resume, paths.checkpoint])
+    check_outputs([paths.checkpoint])
+    return paths
+
+
+def _run(args: argparse.Namespace) -> int:
+    from convlens.train.distributed import barrier, distributed_from_env
+
+    cfg = _config(args)
     cfg.check()
+    paths = _check_files(args)
     ddp = distributed_from_env()
-    if ddp.world > 1 and not ddp.main:
-        dist.barrier()  # rank 0 aligns the photos and fills the cache; the others then read it
+    if not ddp.main:
+        barrier(ddp)  # rank 0 aligns the photos and fills the cache; the others then read it
     try:
-        progress = ddp.main and not args.quiet
-        data = load_face_folder(
-            args.dir, args.cache_dir, args.detector, args.upsample, progress=progress
-        )
+        train, val = _load_data(args, ddp.main and show_progress(args), ddp.main)
     finally:
-        if ddp.world > 1 and ddp.main:
-            dist.barrier()
-    if ddp.main:
-        print(data.report(), file=sys.stderr)
-    train_people, val_people = split_people(
-        data.people, _val_people(args.val_people), args.val_split, args.seed
+        if ddp.main:
+            barrier(ddp)
+    trainer = _trainer(args, cfg, train, val, paths, ddp.main)
+    if args.resume:
+        trainer.resume(args.resume)
+    trainer.fit()
+    if trainer.dist.main:
+        _report_done(args, trainer)
+    return 0
+
+
+def _load_data(args: argparse.Namespace, progress: bool, main: bool):
+    from convlens.train.data import load_face_folder, split_people
+
+    data = load_face_folder(
+        args.dir, args.cache_dir, args.detector, args.upsample, progress=progress
     )
+    if main:
+        print(data.report(), file=sys.stderr)
+    train_people, val_people = split_people(data.people, args.val_people, args.val_split, args.seed)
     train, val = data.subset(train_people), data.subset(val_people)
-    if ddp.main:
+    if main:
         print(
             f"training on {len(train_people)} people ({len(train)} chips), "
             f"validating on {len(val_people)} ({len(val)} chips)",
             file=sys.stderr,
         )
-    trainer = Trainer(cfg, train, val, out, args.checkpoint, progress=ddp.main and not args.quiet)
-    if trainer.frozen and ddp.main:
+    return train, val
+
+
+def _trainer(args, cfg, train, val, paths, main: bool):
+    from convlens.train.trainer import Trainer
+
+    callback = _print_epoch_json if args.json and main else None
+    trainer = Trainer(
+        cfg,
+        train,
+        val,
+        paths.model,
+        paths.checkpoint,
+        progress=main and show_progress(args),
+        callback=callback,
+    )
+    if trainer.frozen and main:
         print(f"frozen: {', '.join(trainer.frozen)}", file=sys.stderr)
-    if trainer.val_set is None and ddp.main:
+    if trainer.val_set is None and main:
         print("no validation: it needs 2+ people, one of them with 2+ chips", file=sys.stderr)
-    if args.resume:
-        trainer.resume(args.resume)
-    trainer.fit()
-    if trainer.dist.main:
-        model_id = trainer.objective.encoder.model_id
-        print(f"wrote {out} (model_id {model_id}); logs {trainer.epochs_csv}, {trainer.plot_png}")
-        if cfg.loss == "siamese":
-            print(f"wrote {trainer.verifier_path} (the pair classifier, for --verifier)")
-    return 0
+    return trainer
+
+
+def _print_epoch_json(event) -> None:
+    from convlens.train.events import EpochEvent
+
+    if isinstance(event, EpochEvent):
+        print(json.dumps({"event": "epoch", **event.row()}), flush=True)
+
+
+def _report_done(args: argparse.Namespace, trainer) -> None:
+    paths = trainer.paths
+    model_id = trainer.objective.encoder.model_id
+    verifier = paths.verifier if trainer.cfg.loss == "siamese" else None
+    if args.json:
+        done = {
+            "event": "done",
+            "model": str(paths.model),
+            "model_id": model_id,
+            "checkpoint": str(paths.checkpoint),
+            "epochs_csv": str(paths.epochs_csv),
+            "steps_csv": str(paths.steps_csv),
+            "png": str(paths.plot_png),
+            "verifier": None if verifier is None else str(verifier),
+        }
+        print(json.dumps(done), flush=True)
+        return
+    print(f"wrote {paths.model} (model_id {model_id}); logs {paths.epochs_csv}, {paths.plot_png}")
+    if verifier is not None:
+        print(f"wrote {verifier} (the pair classifier, for --verifier)")

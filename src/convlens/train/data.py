@@ -23,6 +23,7 @@ import numpy as np
 
 from convlens import images
 from convlens.errors import ConvlensError
+from convlens.faces.detect import DEFAULT_DETECTOR
 
 CHIP = 150
 CACHE_VERSION = 1
@@ -101,7 +102,7 @@ def _folder_key(root: Path, people: list[tuple[str, list[Path]]], settings: dict
 Chipper = Callable[[Path], tuple[int, np.ndarray | None, str]]
 
 
-def pipeline_chipper(detector: str = "auto", upsample: int = 1) -> Chipper:
+def pipeline_chipper(detector: str = DEFAULT_DETECTOR, upsample: int = 1) -> Chipper:
     """Detect and align with convlens.faces; the largest face of each photo."""
     from convlens import faces
     from convlens.images import load_image
@@ -122,7 +123,7 @@ def pipeline_chipper(detector: str = "auto", upsample: int = 1) -> Chipper:
 def load_face_folder(
     root: str | os.PathLike,
     cache_dir: str | os.PathLike | None = None,
-    detector: str = "auto",
+    detector: str = DEFAULT_DETECTOR,
     upsample: int = 1,
     chipper: Chipper | None = None,
     use_cache: bool = True,
