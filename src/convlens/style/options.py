@@ -33,8 +33,11 @@ class Limits:
     integer: bool = False
 
     def text(self) -> str:
-        lo = "-inf" if self.lo is None else f"{self.lo:g}"
-        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        def show(v: float) -> str:
+            return str(int(v)) if self.integer else f"{v:g}"
+
+        lo = "-inf" if self.lo is None else show(self.lo)
+        hi = "inf" if self.hi is None else show(self.hi)
         return f"{'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
 
     def check(self, name: str, value: Any) -> None:
@@ -59,15 +62,17 @@ def _option(
     choices: tuple[str, ...] | Callable[[], list[str]] | None = None,
     flags: tuple[str, ...] = (),
     path: str | None = None,
+    suffixes: tuple[str, ...] = (),
     shared: str | None = None,
 ) -> Any:
     """A dataclass field with its CLI metadata.
 
-    flags: the CLI spellings when not `--field-name`. path: "input", "output" or "folder".
-    shared: the option comes from the shared CLI convention (cli_options), e.g. "device".
+    flags: the CLI spellings when not `--field-name`. path: "input" (an existing file),
+    "output" (a file, one of `suffixes`) or "folder". shared: the option is one of the shared
+    CLI convention's (cli_options), e.g. "device" or "quiet".
     """
     meta = {"help": help, "limits": limits, "choices": choices, "flags": flags, "path": path}
-    return field(default=default, metadata={**meta, "shared": shared})
+    return field(default=default, metadata={**meta, "suffixes": suffixes, "shared": shared})
 
 
 def _backbones() -> list[str]:
@@ -136,7 +141,9 @@ class StyleOptions:
     frames: str | os.PathLike | None = _option(
         None, "folder for intermediate frames", path="folder"
     )
-    gif: str | os.PathLike | None = _option(None, "animated GIF of the optimisation", path="output")
+    gif: str | os.PathLike | None = _option(
+        None, "animated GIF of the optimisation", path="output", suffixes=(".gif",)
+    )
     frame_every: int = _option(
         0, "steps between frames (0: about 30 per scale)", limits=_ints(0, 100_000)
     )
@@ -189,6 +196,8 @@ class StyleOptions:
                 f"features must be one of {', '.join(known)} for {self.backbone}, "
                 f"not {self.features!r}"
             )
+        if self.gif is not None and not str(self.gif).lower().endswith(".gif"):
+            raise ConvlensError(f"{self.gif}: the animation's file name must end in .gif")
         if self.size / 2 ** (self.scales - 1) < 2 * MIN_SIDE:
             raise ConvlensError(
                 f"{self.scales} scales from {self.size} px would start below {2 * MIN_SIDE} px"
