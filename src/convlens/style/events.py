@@ -45,7 +45,8 @@ class StepEvent:
         return {"total": float(self.total.detach()), "content": content, "style": style, "tv": tv}
 
     def image(self) -> Image.Image:
-        """The current image, RGB (computed once per event, on request)."""
+        """The current image, RGB (rendered once per event, on request; ask during the
+        callback: later the optimised pixels have moved on)."""
         if self._image is None:
             self._image = self.render()
         return self._image
