@@ -37,6 +37,9 @@ DOCS = ROOT / "docs" / "style"
 SHARED = ROOT.parent / "shared" / "data"
 STYLES = SHARED / "styles"
 LOCK = "/tmp/convlens-bench.lock"
+# The library's device default is "auto" (CUDA when present); these numbers, the naive
+# reference and the docs images are CPU ones.
+DEVICE = "cpu"
 
 
 _HELD = False
@@ -149,7 +152,7 @@ def naive_loop(content: np.ndarray, style: np.ndarray, size: int, steps: int) ->
 def ours(content, style, size, steps, **kw) -> float:
     from convlens.style import run_transfer
 
-    r = run_transfer(content, style, size=size, steps=steps, progress=False, **kw)
+    r = run_transfer(content, style, size=size, steps=steps, progress=False, device=DEVICE, **kw)
     return r.seconds
 
 
@@ -291,6 +294,7 @@ def compare(args) -> None:
             size=args.grid_size,
             steps=args.steps,
             progress=False,
+            device=DEVICE,
             threads=args.threads[0],
             **kw,
         )
@@ -333,6 +337,7 @@ def gallery(args) -> None:
                 size=args.size,
                 steps=args.steps,
                 progress=False,
+                device=DEVICE,
                 threads=args.threads[0],
                 tv_weight=args.tv,
                 scales=args.scales,
@@ -399,6 +404,7 @@ def large(args) -> None:
         scales=3,
         tv_weight=args.tv,
         progress=False,
+        device=DEVICE,
         threads=args.threads[0],
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -77,3 +77,23 @@ def test_shape_errors():
         gram(torch.zeros(3, 4))
     with pytest.raises(ValueError):
         style_layer_cost(torch.zeros(1, 2, 3), torch.zeros(1, 3, 3))
+
+
+def test_loss_modules_equal_the_functional_costs():
+    from convlens.style.losses import ContentLoss, StyleLoss, TVLoss, WeightedSum
+
+    torch.manual_seed(1)
+    target, feats = torch.randn(1, 3, 5, 4), torch.randn(1, 3, 5, 4)
+    assert ContentLoss(target)(feats).item() == pytest.approx(
+        content_cost(target, feats).item() / target.numel()
+    )
+    style_map = torch.randn(1, 3, 7, 6)  # a different size: Grams are position-normalised
+    expected = style_cost_from_grams(normalized_gram(style_map), normalized_gram(feats))
+    assert torch.equal(StyleLoss(StyleLoss.get_target(style_map))(feats), expected)
+    assert torch.equal(TVLoss()(feats), total_variation(feats))
+    two = WeightedSum([ContentLoss(target), TVLoss()], [2.0, 0.5])
+    assert two([feats, feats]).item() == pytest.approx(
+        2.0 * ContentLoss(target)(feats).item() + 0.5 * total_variation(feats).item()
+    )
+    with pytest.raises(ValueError):
+        WeightedSum([TVLoss()], [1.0, 2.0])

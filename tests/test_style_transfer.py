@@ -98,7 +98,9 @@ def test_bad_inputs_fail_early(content, style, tmp_path):
         transfer(content, junk)
     with pytest.raises(ConvlensError, match="too small"):
         transfer(content, np.zeros((8, 40, 3), np.uint8))
-    with pytest.raises(ConvlensError, match="GiB"):
+    with pytest.raises(ConvlensError, match="GiB"):  # the memory plan refuses it
+        transfer(content, style, size=30_000, progress=False)
+    with pytest.raises(ConvlensError, match="size 200000 is out of range"):
         transfer(content, style, size=200_000, progress=False)
     with pytest.raises(ConvlensError, match="style weights"):
         transfer(content, [style, style], style_weights=[1.0])

@@ -1,23 +1,25 @@
-"""`convlens style CONTENT STYLE [STYLE...] -o OUT.png [options]`."""
+"""`convlens style CONTENT STYLE [STYLE...] -o OUT.png [options]`.
+
+The options are generated from `StyleOptions`' fields (help, limits, choices in each field's
+metadata), so the CLI and the Python API cannot drift apart; a bad value is a usage error
+(exit 2) before any work.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import types
+import typing
+from dataclasses import MISSING, Field, fields
+from typing import Any
 
+from convlens import cli_options
 from convlens.errors import ConvlensError
+from convlens.style.options import IMAGE_SUFFIXES, Limits, StyleOptions
 
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+# Arguments of the command that are not StyleOptions fields.
+COMMAND_ARGUMENTS = ("content", "style", "output", "json")
 
 
 def register(subparsers) -> None:
@@ -30,96 +32,115 @@ def register(subparsers) -> None:
     )
     p.add_argument("content", help="content photo")
     p.add_argument("style", nargs="+", help="style image(s)")
-    p.add_argument("-o", "--output", required=True, help="output image (PNG/JPEG)")
-    p.add_argument("--style-weights", type=_floats, help="blend weights, e.g. 0.7,0.3")
-    p.add_argument("--size", type=int, default=512, help="long side of the output (default 512)")
     p.add_argument(
-        "--steps", type=int, default=300, help="iterations (finer --scales get half; default 300)"
+        "-o",
+        "--output",
+        required=True,
+        type=cli_options.output_file(*IMAGE_SUFFIXES),
+        help="output image (PNG/JPEG)",
     )
-    p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
-    p.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (default 0.02)")
-    p.add_argument("--init", choices=["content", "noise", "content+noise"], default="content")
-    p.add_argument("--preserve-colors", action="store_true", help="luminance-only transfer")
-    p.add_argument("--tv", type=float, default=300.0, help="total-variation weight (default 300)")
-    p.add_argument("--scales", type=int, default=1, help="coarse-to-fine levels (default 1)")
-    p.add_argument("--style-scale", type=float, default=1.0, help="style image size factor")
-    p.add_argument("--content-weight", type=float, default=1.0, help="alpha (default 1)")
-    p.add_argument("--style-weight", type=float, default=None, help="beta (default per preset)")
-    p.add_argument(
-        "--features",
-        choices=["avgpool", "raw", "preact"],
-        default="avgpool",
-        help="layer preset (default avgpool: block outputs, strided convolutions "
-        "replaced by average pooling)",
-    )
-    p.add_argument("--content-layers", type=_names, help="comma-separated layer names")
-    p.add_argument("--style-layers", type=_names, help="comma-separated layer names")
-    p.add_argument("--layer-weights", type=_floats, help="lambda per style layer")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frames", help="folder for intermediate frames")
-    p.add_argument("--gif", help="animated GIF of the optimisation")
-    p.add_argument("--frame-every", type=int, default=0, help="steps between frames (0: ~30)")
-    p.add_argument(
-        "--backbone", choices=["efficientnet-lite0", "vgg19"], default="efficientnet-lite0"
-    )
-    p.add_argument("--vgg-weights", help="torchvision vgg19 state dict (.pth)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU)")
-    p.add_argument(
-        "--compile",
-        nargs="?",
-        const=True,
-        default=False,
-        help="torch.compile the loss; optional mode, e.g. reduce-overhead (CUDA graphs on GPU)",
-    )
-    p.add_argument("--pad", type=int, default=16, help="reflect padding in px (default 16)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_style_options(p)
+    cli_options.add_json(p)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from convlens.style.optimize import run_transfer
+def add_style_options(p: argparse.ArgumentParser) -> None:
+    """One option per StyleOptions field, from the field's metadata."""
+    hints = typing.get_type_hints(StyleOptions)
+    for f in fields(StyleOptions):
+        shared = f.metadata["shared"]
+        if shared == "device":
+            cli_options.add_device(p)
+        elif shared == "quiet":
+            cli_options.add_quiet(p)
+        else:
+            flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+            p.add_argument(*flags, dest=f.name, default=f.default, **_argument(f, hints[f.name]))
 
-    options = dict(
-        size=args.size,
-        steps=args.steps,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        init=args.init,
-        preserve_colors=args.preserve_colors,
-        tv_weight=args.tv,
-        scales=args.scales,
-        style_scale=args.style_scale,
-        content_weight=args.content_weight,
-        features=args.features,
-        seed=args.seed,
-        frames=args.frames,
-        gif=args.gif,
-        backbone=args.backbone,
-        vgg_weights=args.vgg_weights,
-        device=args.device,
-        amp=args.amp,
-        compile=args.compile,
-        progress=not args.quiet,
-        style_weights=args.style_weights,
-        content_layers=args.content_layers,
-        style_layers=args.style_layers,
-        layer_weights=args.layer_weights,
-        threads=args.threads,
-        pad=args.pad,
-        frame_every=args.frame_every,
-    )
-    if args.style_weight is not None:
-        options["style_weight"] = args.style_weight
-    out = args.output
-    if not out.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")):
-        raise ConvlensError(f"{out}: output must be an image file (.png, .jpg, ...)")
-    result = run_transfer(args.content, args.style, **options)
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """StyleOptions keyword arguments from parsed arguments."""
+    options = {}
+    for f in fields(StyleOptions):
+        shared = f.metadata["shared"]
+        if shared == "quiet":
+            options[f.name] = cli_options.show_progress(args)
+        else:
+            options[f.name] = getattr(args, f.name)
+    return options
+
+
+def _kind(hint: Any) -> str:
+    """bool | int | float | floats | names | bool-or-str | str, from a field's type hint."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    args = tuple(a for a in args if a is not type(None))
+    if bool in args and str in args:
+        return "bool-or-str"
+    for simple in (bool, int, float):
+        if simple in args:
+            return simple.__name__
+    for a in args:
+        if typing.get_origin(a) is list:
+            return "floats" if typing.get_args(a) == (float,) else "names"
+    return "str"
+
+
+def _argument(f: Field, hint: Any) -> dict[str, Any]:
+    """add_argument keywords (action/type/choices/help) for one field."""
+    meta, kind = f.metadata, _kind(hint)
+    limits: Limits | None = meta["limits"]
+    shown = "" if f.default in (None, MISSING) else f"default {f.default}"
+    if limits is not None:
+        shown += ("; " if shown else "") + f"range {limits.text()}"
+    help_text = meta["help"] + (f" ({shown})" if shown else "")
+    if kind == "bool":
+        if f.default is False:
+            return {"action": "store_true", "help": meta["help"]}
+        return {"action": argparse.BooleanOptionalAction, "help": help_text}
+    if kind == "bool-or-str":
+        return {"nargs": "?", "const": True, "metavar": "MODE", "help": meta["help"]}
+    metavar = {"int": "N", "float": "X", "floats": "X,...", "names": "NAME,..."}.get(kind)
+    out: dict[str, Any] = {"help": help_text}
+    if meta["path"] or metavar:
+        out["metavar"] = metavar or ("DIR" if meta["path"] == "folder" else "PATH")
+    if limits is not None:
+        lo, hi = limits.lo, limits.hi
+        if kind == "int":
+            out["type"] = cli_options.int_range(lo, hi)
+        elif kind == "float":
+            out["type"] = cli_options.float_range(
+                lo, hi, lo_open=limits.lo_open, hi_open=limits.hi_open
+            )
+        else:
+            out["type"] = cli_options.number_list(lo, hi, lo_open=limits.lo_open)
+    elif kind == "names":
+        out["type"] = cli_options.name_list
+    elif meta["path"] == "input":
+        out["type"] = cli_options.existing_path("file")
+    elif meta["path"] == "output":
+        out["type"] = cli_options.output_file(*meta["suffixes"])
+    choices = meta["choices"]
+    if choices is not None:
+        out["choices"] = list(choices() if callable(choices) else choices)
+    return out
+
+
+def run(args) -> int:
+    from convlens.style import run_transfer
+
+    # before any work: no output over an input (the photo!), none into a missing folder; the
+    # library checks the GIF and frames folder the same way for Python callers
+    inputs = [args.content, *args.style, args.vgg_weights]
+    cli_options.check_outputs([args.output, args.gif], inputs)
+    result = run_transfer(args.content, args.style, **options_from_args(args))
     try:
-        result.image.save(out)
+        result.image.save(args.output)
     except OSError as e:
-        raise ConvlensError(f"{out}: cannot write ({e})") from None
+        raise ConvlensError(f"{args.output}: cannot write ({e})") from None
     w, h = result.image.size
-    print(f"wrote {out} ({w}x{h}, {result.seconds:.1f} s)")
+    if args.json:
+        row = {"output": str(args.output), "width": w, "height": h, "seconds": result.seconds}
+        print(json.dumps(row))
+    else:
+        print(f"wrote {args.output} ({w}x{h}, {result.seconds:.1f} s)")
     return 0

@@ -10,11 +10,19 @@ A feature map ``a`` has shape (B, C, *spatial): (B, C, L), (B, C, H, W), (B, C, 
 
 `normalized_gram` (G / positions) lets the style image and the generated image differ in size:
 ``style_cost_from_grams(G(S)/P_S, G(G)/P_G, C)`` equals ``style_layer_cost`` when P_S == P_G.
+
+The same costs as composable modules (after crowsonkb's style_transfer): `ContentLoss` and
+`StyleLoss` hold their target and score one feature map, `TVLoss` scores the image, and
+`WeightedSum` adds weighted terms, so that the objective of `convlens.style` reads as
+``alpha * content + beta * style + tv * TV``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from torch import nn
 
 
 def positions(a: torch.Tensor) -> int:
@@ -80,3 +88,65 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
         if x.shape[dim] > 1:
             tv = tv + torch.diff(x, dim=dim).pow(2).mean()
     return tv
+
+
+# ---------------------------------------------------------------- the costs as modules
+
+
+class ContentLoss(nn.Module):
+    """J_content against a fixed target feature map, divided by its number of elements (one
+    alpha/beta balance then works at every image size)."""
+
+    def __init__(self, target: torch.Tensor):
+        super().__init__()
+        self.register_buffer("target", target)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return content_cost(features.float(), self.target) / self.target.numel()
+
+
+class StyleLoss(nn.Module):
+    """J_style[l] against a fixed position-normalised target Gram (see `get_target`), so that
+    the style image and the generated image may differ in size."""
+
+    def __init__(self, target_gram: torch.Tensor):
+        super().__init__()
+        self.register_buffer("target", target_gram)
+
+    @staticmethod
+    def get_target(features: torch.Tensor) -> torch.Tensor:
+        return normalized_gram(features.float())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return style_cost_from_grams(self.target, normalized_gram(features.float()))
+
+
+class TVLoss(nn.Module):
+    """Total variation of the image itself (removes fine colour speckle)."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return total_variation(image)
+
+
+class WeightedSum(nn.Module):
+    """sum_i w_i * term_i(inputs_i): terms[i] scores inputs[i]."""
+
+    def __init__(self, terms: Sequence[nn.Module], weights: Sequence[float]):
+        super().__init__()
+        if len(terms) != len(weights):
+            raise ValueError(f"{len(weights)} weights for {len(terms)} terms")
+        self.terms = nn.ModuleList(terms)
+        self.weights = [float(w) for w in weights]
+
+    def combine(self, scores: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of already computed (unweighted) term values."""
+        if not scores:
+            return torch.zeros(())
+        weighted = [w * v for w, v in zip(self.weights, scores, strict=True)]
+        total = weighted[0]
+        for value in weighted[1:]:
+            total = total + value
+        return total
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.combine([term(x) for term, x in zip(self.terms, inputs, strict=True)])
