@@ -9,7 +9,8 @@ from PIL import Image
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspection.units import InputSpec, TopK, parse_units, scan
+from convlens.inspection import InputSpec, scan
+from convlens.inspection.topk import TopK, parse_units
 
 SIZE = (16, 16)
 
@@ -49,7 +50,6 @@ def test_top_k_equals_brute_force_sort(per_image):
         top=k,
         batch_size=7,
         per_image=per_image,
-        progress=False,
     )
     assert res.items == res.images == 37
     for layer in ("1", "3"):
@@ -99,7 +99,7 @@ def test_memory_does_not_grow_with_image_count(tmp_path):
 
     def peak(n_copies):
         tracemalloc.start()
-        scan(net, paths * n_copies, {"3": None}, SPEC, batch_size=8, progress=False)
+        scan(net, paths * n_copies, {"3": None}, SPEC, batch_size=8)
         _, high = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return high
@@ -114,7 +114,7 @@ def test_unreadable_image_is_skipped_and_the_rest_goes_on(tmp_path):
         Image.fromarray(im).save(tmp_path / f"{i}.png")
     (tmp_path / "2.png").write_bytes(b"not a png")
     with pytest.warns(UserWarning, match="2.png"):
-        res = scan(_net(), tmp_path, {"1": "0:2"}, SPEC, progress=False)
+        res = scan(_net(), tmp_path, {"1": "0:2"}, SPEC)
     assert res.images == 4 and len(res.skipped) == 1 and "2.png" in res.skipped[0]
     assert 2 not in set(res.layers["1"].ids.ravel() // 4096)
 
@@ -134,14 +134,14 @@ def test_parse_units():
 
 def test_unknown_layer_lists_valid_names():
     with pytest.raises(ConvlensError, match=r"unknown layer 'nope'; valid layers: 0, 1, 2, 3"):
-        scan(_net(), _images(2), {"nope": None}, SPEC, progress=False)
+        scan(_net(), _images(2), {"nope": None}, SPEC)
 
 
 def test_top_views_are_kept_so_each_image_is_prepared_once():
     calls = []
     spec = InputSpec(SIZE, prepare=lambda im: calls.append(1) or [im, 255 - im])  # 2 views each
     net, images = _net(), _images(25)
-    res = scan(net, images, {"1": "0:3", "3": [0, 4]}, spec, top=4, batch_size=6, progress=False)
+    res = scan(net, images, {"1": "0:3", "3": [0, 4]}, spec, top=4, batch_size=6)
     assert res.items == 50 and len(calls) == 25
     live = {int(i) for t in res.layers.values() for i in t.ids.ravel()}
     assert set(res.views) == live and len(live) <= 3 * 4 + 2 * 4
