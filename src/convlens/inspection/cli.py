@@ -67,7 +67,11 @@ def register(subparsers) -> None:
         "patches (receptive-field boxes) that excite them most over a folder of images.",
     )
     sub = group.add_subparsers(dest="inspect_command", metavar="COMMAND", required=True)
+    _register_layers(sub)
+    _register_units(sub)
 
+
+def _register_layers(sub) -> None:
     p = sub.add_parser(
         "layers",
         help="list named layers with output shape and receptive field",
@@ -78,6 +82,8 @@ def register(subparsers) -> None:
     opts.add_json(p)
     p.set_defaults(func=lambda args, p=p: _layers(args, p))
 
+
+def _register_units(sub) -> None:
     p = sub.add_parser(
         "units",
         help="grid of each unit's top image patches",
