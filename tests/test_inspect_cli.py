@@ -166,7 +166,12 @@ def test_layers_input_size_is_capped(capsys):
 
 
 def test_missing_images_folder_is_a_usage_error(capsys, tmp_path):
-    assert "nowhere: no such dir" in _usage(capsys, _units(tmp_path / "nowhere", tmp_path))
+    assert "nowhere: no such path" in _usage(capsys, _units(tmp_path / "nowhere", tmp_path))
+
+
+def test_images_may_be_one_file(capsys, folder, tmp_path):
+    assert main(_units(folder / "0.jpg", tmp_path, "--units", "0", "--top", "1", "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1
 
 
 def test_output_into_a_missing_folder_writes_nothing(capsys, folder, tmp_path):
@@ -217,3 +222,12 @@ def test_face_model_from_a_trained_encoder_file(capsys, tmp_path):
 def test_missing_model_file(capsys, tmp_path):
     err = _error(capsys, ["inspect", "layers", "--model", str(tmp_path / "enc.pt")])
     assert "enc.pt: no such model file" in err
+
+
+def test_output_naming_an_existing_folder_is_refused(capsys, folder, tmp_path):
+    # Before: -o FOLDER wrote FOLDER.png and FOLDER.json beside the folder.
+    argv = _units(folder, tmp_path)
+    argv[argv.index("-o") + 1] = str(folder)
+    before = _files(tmp_path)
+    assert "is a folder" in _error(capsys, argv)
+    assert _files(tmp_path) == before

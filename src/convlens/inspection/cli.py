@@ -101,8 +101,8 @@ def _register_units(sub) -> None:
         "--images",
         action="append",
         required=True,
-        type=opts.existing_path("dir"),
-        help="folder of images, searched recursively (repeat for several)",
+        type=opts.existing_path("any"),
+        help="folder of images (searched recursively) or one image file; repeat for several",
     )
     p.add_argument(
         "--units", type=_units, default="0:16", help="units: 0:16, 3,7,12 or all (default 0:16)"
@@ -186,7 +186,9 @@ def _units_command(args, parser) -> int:
     images = [p for folder in args.images for p in resolve_sources(folder)]
     grids, data = output_paths(args.output, args.layer)
     model_file = Path(args.model) if registry.looks_like_path(args.model) else None
-    opts.check_outputs([*grids.values(), data], [*images, model_file, args.weights])
+    # -o itself too: a folder given as -o is refused, not turned into "<folder>.png" beside it.
+    outputs = [args.output, *grids.values(), data]
+    opts.check_outputs(outputs, [*images, model_file, args.weights])
     with _progress_bar(args, len(images)) as callback:
         report = inspect_units(
             args.model,

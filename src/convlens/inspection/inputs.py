@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,8 +64,11 @@ class InputSpec:
 
 
 def resolve_sources(images: str | os.PathLike | Sequence[ImageInput]) -> list:
-    """A folder (all images under it, sorted) or a list of paths / arrays / PIL images."""
+    """A folder (all images under it, sorted), one image file, or a list of paths / arrays /
+    PIL images."""
     if isinstance(images, (str, os.PathLike)):
+        if Path(images).is_file():
+            return [Path(images)]
         sources = list_images(images)
         if not sources:
             raise ConvlensError(f"{images}: no image files in this folder")
