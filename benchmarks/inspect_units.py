@@ -42,8 +42,8 @@ def child(args) -> dict:
     import torch
 
     from convlens.images import list_images
-    from convlens.inspection import resolve_model, scan
-    from convlens.inspection.units import InputSpec, iter_views
+    from convlens.inspection import InputSpec, resolve_model, scan
+    from convlens.inspection.inputs import iter_views
 
     torch.set_num_threads(args.threads)
     model, spec, _ = resolve_model(args.model)
@@ -57,14 +57,14 @@ def child(args) -> dict:
     # Warm-up on one batch (the same for every multiple): first-call allocations and thread
     # pools are not the pass.
     scan(model, sources[: args.batch_size], layers, spec, batch_size=args.batch_size,
-         device="cpu", progress=False)  # fmt: skip
+         device="cpu")  # fmt: skip
     sources = sources * args.mult
     rss_before = _rss_mib()
     times, counts = [], set()
     for _ in range(args.repeat):
         t0 = time.perf_counter()
         res = scan(model, sources, layers, spec, top=9, batch_size=args.batch_size,
-                   device="cpu", progress=False)  # fmt: skip
+                   device="cpu")  # fmt: skip
         times.append(time.perf_counter() - t0)
         counts.add((res.images, res.items, len(res.skipped)))
         del res  # this pass's result (its kept inputs) is not part of the next pass

@@ -207,3 +207,51 @@ def test_efficientnet_block_strides():
     assert strides == list(effnet.BLOCK_STRIDES)
     assert layers["stem.conv"].rf.box(0, 0, 224, 224) == (0, 0, 3, 3)  # TF "same": no top pad
     assert layers["classifier"].rf.is_global
+
+
+def _gradient_span(net, layer: str, size, position) -> list[tuple[int, int]]:
+    """Per axis, the input interval the unit at `position` (channel 0) gets gradient from."""
+    captured = {}
+    handle = net.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.update(o=o))
+    inp = torch.rand(1, 2, *size, dtype=torch.float64).add_(0.5).requires_grad_(True)
+    try:
+        net(inp)
+    finally:
+        handle.remove()
+    captured["o"][(0, 0, *position)].backward()
+    hit = torch.nonzero(inp.grad[0].abs().sum(0))
+    return [(int(hit[:, d].min()), int(hit[:, d].max()) + 1) for d in range(len(size))]
+
+
+@pytest.mark.parametrize(
+    ("net", "size", "layer"),
+    [
+        (
+            nn.Sequential(
+                nn.Conv1d(2, 3, 5, 2, 2),
+                nn.ReLU(),
+                nn.AvgPool1d(3, 2),
+                nn.Conv1d(3, 3, 3, dilation=2),
+            ),
+            (41,),
+            "3",
+        ),  # noqa: E501
+        (
+            nn.Sequential(
+                nn.Conv3d(2, 3, 3, (1, 2, 2), 1),
+                nn.ReLU(),
+                nn.AvgPool3d(2),
+                nn.Conv3d(3, 3, (1, 3, 3)),
+            ),
+            (6, 17, 15),
+            "3",
+        ),  # noqa: E501
+    ],
+)
+def test_fields_are_per_axis_for_1d_and_3d_networks(net, size, layer):
+    net = _positive(net)
+    info = analyze(net, size, channels=2)[layer]
+    assert info.rf.unknown is None and info.rf.ndim == len(size)
+    for position in [(0,) * len(size), tuple(n - 1 for n in info.shape[1:])]:
+        expected = _gradient_span(net, layer, size, position)
+        assert list(info.rf.bounds(position, size)) == expected, position

@@ -41,7 +41,6 @@ def test_grid_png_and_json(folder, tmp_path):
         gradient=True,
         out=out,
         patch=32,
-        progress=False,
     )
     assert set(rep.paths) == {"1", "4"}
     for path in rep.paths.values():
@@ -63,7 +62,7 @@ def test_grid_png_and_json(folder, tmp_path):
 
 
 def test_patch_is_the_receptive_field_crop(folder):
-    rep = inspect_units(_net(), folder, "4", [2], top=1, input_size=(24, 20), progress=False)
+    rep = inspect_units(_net(), folder, "4", [2], top=1, input_size=(24, 20))
     cell = rep.cells["4"][0][0]
     view = np.asarray(Image.open(cell.source).convert("RGB"))
     t, lft, b, r = cell.box

@@ -9,7 +9,8 @@ from PIL import Image
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspection.units import InputSpec, TopK, parse_units, scan
+from convlens.inspection import InputSpec, ScanProgress, scan
+from convlens.inspection.topk import TopK, parse_units
 
 SIZE = (16, 16)
 
@@ -49,7 +50,6 @@ def test_top_k_equals_brute_force_sort(per_image):
         top=k,
         batch_size=7,
         per_image=per_image,
-        progress=False,
     )
     assert res.items == res.images == 37
     for layer in ("1", "3"):
@@ -99,7 +99,7 @@ def test_memory_does_not_grow_with_image_count(tmp_path):
 
     def peak(n_copies):
         tracemalloc.start()
-        scan(net, paths * n_copies, {"3": None}, SPEC, batch_size=8, progress=False)
+        scan(net, paths * n_copies, {"3": None}, SPEC, batch_size=8)
         _, high = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return high
@@ -114,7 +114,7 @@ def test_unreadable_image_is_skipped_and_the_rest_goes_on(tmp_path):
         Image.fromarray(im).save(tmp_path / f"{i}.png")
     (tmp_path / "2.png").write_bytes(b"not a png")
     with pytest.warns(UserWarning, match="2.png"):
-        res = scan(_net(), tmp_path, {"1": "0:2"}, SPEC, progress=False)
+        res = scan(_net(), tmp_path, {"1": "0:2"}, SPEC)
     assert res.images == 4 and len(res.skipped) == 1 and "2.png" in res.skipped[0]
     assert 2 not in set(res.layers["1"].ids.ravel() // 4096)
 
@@ -134,14 +134,14 @@ def test_parse_units():
 
 def test_unknown_layer_lists_valid_names():
     with pytest.raises(ConvlensError, match=r"unknown layer 'nope'; valid layers: 0, 1, 2, 3"):
-        scan(_net(), _images(2), {"nope": None}, SPEC, progress=False)
+        scan(_net(), _images(2), {"nope": None}, SPEC)
 
 
 def test_top_views_are_kept_so_each_image_is_prepared_once():
     calls = []
     spec = InputSpec(SIZE, prepare=lambda im: calls.append(1) or [im, 255 - im])  # 2 views each
     net, images = _net(), _images(25)
-    res = scan(net, images, {"1": "0:3", "3": [0, 4]}, spec, top=4, batch_size=6, progress=False)
+    res = scan(net, images, {"1": "0:3", "3": [0, 4]}, spec, top=4, batch_size=6)
     assert res.items == 50 and len(calls) == 25
     live = {int(i) for t in res.layers.values() for i in t.ids.ravel()}
     assert set(res.views) == live and len(live) <= 3 * 4 + 2 * 4
@@ -152,3 +152,50 @@ def test_top_views_are_kept_so_each_image_is_prepared_once():
     for i in live:
         src, view = res.source_of(i)
         np.testing.assert_array_equal(views[i], src if view == 0 else 255 - src)
+
+
+def test_progress_goes_to_the_callback(tmp_path):
+    for i, im in enumerate(_images(5)):
+        Image.fromarray(im).save(tmp_path / f"{i}.png")
+    (tmp_path / "4.png").write_bytes(b"not a png")  # the last image is skipped
+    spec = InputSpec(SIZE, prepare=lambda im: [im, im])  # two network inputs per image
+    events: list[ScanProgress] = []
+    with pytest.warns(UserWarning, match="4.png"):
+        scan(_net(), tmp_path, {"1": "0:2"}, spec, batch_size=3, callback=events.append)
+    assert [e.images_done for e in events] == [1, 2, 3, 4, 5]
+    assert {e.total for e in events} == {5}
+    assert [e.inputs for e in events] == [2, 4, 6, 8, 8]
+    assert events[-1].skipped == 1 and events[0].skipped == 0
+
+
+def test_inspect_units_passes_the_callback_on(tmp_path):
+    from convlens.inspection import inspect_units
+
+    events = []
+    inspect_units(_net(), _images(3), "3", [0], top=2, input_size=SIZE, callback=events.append)
+    assert events[-1] == ScanProgress(images_done=3, total=3, inputs=3, skipped=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"top": 0}, "top must be"),
+        ({"batch_size": 0}, "batch size must be"),
+        ({"top": 2.5}, "top must be"),
+    ],  # fmt: skip
+)
+def test_library_errors_name_values_not_flags(options, message):
+    with pytest.raises(ConvlensError, match=message) as exc:
+        scan(_net(), _images(2), {"1": None}, SPEC, **options)
+    assert "--" not in str(exc.value)
+
+
+def test_parse_unit_spec_syntax_only():
+    from convlens.inspection import parse_unit_spec
+
+    assert parse_unit_spec("0:16") == slice(0, 16)
+    assert parse_unit_spec("3,7,12") == [3, 7, 12]
+    assert parse_unit_spec("all") is None
+    for bad in ("2:9x", "::0", "", ",", "1:2:3:4"):
+        with pytest.raises(ConvlensError, match="bad unit list"):
+            parse_unit_spec(bad)

@@ -1,21 +1,62 @@
-"""`convlens inspect layers|units`: list a network's layers; grid of each unit's top patches."""
+"""`convlens inspect layers|units`: list a network's layers; grid of each unit's top patches.
+
+Thin shells over convlens.inspection, following convlens.cli_options: every option checked
+with its limits by argparse, outputs checked writable (and not an input) before any work.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from contextlib import contextmanager
+from pathlib import Path
 
+from convlens import cli_options as opts
 from convlens.errors import ConvlensError
-from convlens.inspection.models import MODELS
+
+# Each side of --input-size: the layer analysis holds every layer's output for one input at
+# once, and the scan a batch of them; 2048 keeps VGG19's analysis to a few GB.
+MAX_SIDE = 2048
+_side = opts.int_range(1, MAX_SIDE)
 
 
 def _size(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: use 224 or 224x192") from None
-    if len(parts) not in (1, 2) or min(parts) < 1:
+    """224 or 224x192, each side 1..MAX_SIDE."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2):
         raise argparse.ArgumentTypeError(f"bad size {text!r}: use 224 or 224x192")
-    return (parts[0], parts[-1])
+    sides = [_side(p) for p in parts]
+    return (sides[0], sides[-1])
+
+
+_size.__name__ = "size"
+
+
+def _units(text: str):
+    from convlens.inspection import parse_unit_spec
+
+    try:
+        return parse_unit_spec(text)
+    except ConvlensError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_units.__name__ = "units"
+
+
+def _add_network(p: argparse.ArgumentParser) -> None:
+    opts.add_model(p, "inspectable network (e.g. face, efficientnet-lite0) or face encoder file")
+    p.add_argument(
+        "--weights",
+        type=opts.existing_path("file"),
+        help="weights file instead of the model's pretrained default (face: a trained encoder)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        help=f"input H[xW], each side at most {MAX_SIDE} (default: the model's own)",
+    )
+    opts.add_device(p)
 
 
 def register(subparsers) -> None:
@@ -26,30 +67,30 @@ def register(subparsers) -> None:
         "patches (receptive-field boxes) that excite them most over a folder of images.",
     )
     sub = group.add_subparsers(dest="inspect_command", metavar="COMMAND", required=True)
-    models = ", ".join(MODELS)
+    _register_layers(sub)
+    _register_units(sub)
 
+
+def _register_layers(sub) -> None:
     p = sub.add_parser(
         "layers",
         help="list named layers with output shape and receptive field",
         description="Named layers of a network, with output shape and receptive field "
         "(size and stride in input pixels) for the given input size.",
     )
-    p.add_argument("--model", required=True, help=f"network: {models}")
-    p.add_argument("--weights", help="weights file instead of the model's pretrained default")
-    p.add_argument("--input-size", type=_size, help="input H[xW] (default: the model's own)")
-    p.set_defaults(func=_layers)
+    _add_network(p)
+    opts.add_json(p)
+    p.set_defaults(func=lambda args, p=p: _layers(args, p))
 
+
+def _register_units(sub) -> None:
     p = sub.add_parser(
         "units",
         help="grid of each unit's top image patches",
         description="One streaming pass over the images; for each unit, the patches of its "
         "top activations, one grid PNG per layer plus a JSON with the same data.",
     )
-    p.add_argument("--model", required=True, help=f"network: {models}")
-    p.add_argument(
-        "--weights",
-        help="weights file instead of the model's pretrained default (face: a trained encoder)",
-    )
+    _add_network(p)
     p.add_argument(
         "--layer",
         action="append",
@@ -60,56 +101,132 @@ def register(subparsers) -> None:
         "--images",
         action="append",
         required=True,
-        help="folder of images, searched recursively (repeat for several)",
+        type=opts.existing_path("any"),
+        help="folder of images (searched recursively) or one image file; repeat for several",
     )
-    p.add_argument("--units", default="0:16", help="units: 0:16, 3,7,12 or all (default 0:16)")
-    p.add_argument("--top", type=int, default=9, help="patches per unit (default 9)")
+    p.add_argument(
+        "--units", type=_units, default="0:16", help="units: 0:16, 3,7,12 or all (default 0:16)"
+    )
+    p.add_argument(
+        "--top", type=opts.int_range(1, 100), default=9, help="patches per unit, 1..100 (default 9)"
+    )
     p.add_argument(
         "--gradient", action="store_true", help="add the patches weighted by |d unit / d input|"
     )
     p.add_argument("--per-position", action="store_true", help="allow several patches per image")
-    p.add_argument("--input-size", type=_size, help="input H[xW] (default: the model's own)")
-    p.add_argument("--patch", type=int, default=64, help="patch size in the grid (default 64)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("-o", "--output", required=True, help="grid PNG (one per layer if several)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_units)
+    p.add_argument(
+        "--patch",
+        type=opts.int_range(8, 512),
+        default=64,
+        help="patch size in the grid, 8..512 pixels (default 64)",
+    )
+    p.add_argument(
+        "--batch-size", type=opts.int_range(1, 4096), default=32, help="1..4096 (default 32)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=opts.output_file(),
+        help="grid PNG (grid-<layer>.png for each of several layers; the JSON beside it)",
+    )
+    opts.add_quiet(p)
+    opts.add_json(p)
+    p.set_defaults(func=lambda args, p=p: _units_command(args, p))
 
 
-def _layers(args) -> int:
-    from convlens.inspection import format_layers, list_layers, resolve_model
+def _require_model(args, parser) -> None:
+    if args.model is None:
+        opts.usage_error(parser, "the following arguments are required: --model")
 
+
+def _layers(args, parser) -> int:
+    from convlens.inspection import format_layers, layers_json, list_layers, resolve_model
+    from convlens.models.devices import resolve_device
+
+    _require_model(args, parser)
+    device = resolve_device(args.device)
     model, spec, _ = resolve_model(args.model, args.input_size, weights=args.weights)
-    print(format_layers(list_layers(model, spec.size), spec.size))
+    layers = list_layers(model, spec.size, device=device)
+    if args.json:
+        for record in layers_json(layers, spec.size):
+            print(json.dumps(record))
+    else:
+        print(format_layers(layers, spec.size))
     return 0
 
 
-def _units(args) -> int:
+@contextmanager
+def _progress_bar(args, total: int):
+    """A ScanProgress subscriber drawing the rich bar; None with --quiet or --json."""
+    if not opts.show_progress(args):
+        yield None
+        return
+    from convlens.progress import ProgressBar
+
+    with ProgressBar("inspect", total=total, unit="img") as bar:
+        shown = [0]
+
+        def update(event) -> None:
+            bar.advance(event.images_done - shown[0], info=f"{event.inputs} inputs")
+            shown[0] = event.images_done
+
+        yield update
+
+
+def _units_command(args, parser) -> int:
     from convlens.inspection import inspect_units
+    from convlens.inspection.inputs import resolve_sources
+    from convlens.inspection.render import output_paths
+    from convlens.models import registry
+    from convlens.models.devices import resolve_device
 
-    if args.patch < 8:
-        raise ConvlensError(f"--patch must be at least 8 pixels (got {args.patch})")
-    from convlens.inspection.units import resolve_sources
-
+    _require_model(args, parser)
+    device = resolve_device(args.device)
     images = [p for folder in args.images for p in resolve_sources(folder)]
-    report = inspect_units(
-        args.model,
-        images,
-        args.layer,
-        args.units,
-        args.top,
-        input_size=args.input_size,
-        weights=args.weights,
-        gradient=args.gradient,
-        out=args.output,
-        patch=args.patch,
-        batch_size=args.batch_size,
-        device=args.device,
-        per_image=not args.per_position,
-        progress=not args.quiet,
-    )
+    grids, data = output_paths(args.output, args.layer)
+    model_file = Path(args.model) if registry.looks_like_path(args.model) else None
+    # -o itself too: a folder given as -o is refused, not turned into "<folder>.png" beside it.
+    outputs = [args.output, *grids.values(), data]
+    opts.check_outputs(outputs, [*images, model_file, args.weights])
+    with _progress_bar(args, len(images)) as callback:
+        report = inspect_units(
+            args.model,
+            images,
+            args.layer,
+            args.units,
+            args.top,
+            input_size=args.input_size,
+            weights=args.weights,
+            gradient=args.gradient,
+            out=args.output,
+            patch=args.patch,
+            batch_size=args.batch_size,
+            device=device,
+            per_image=not args.per_position,
+            callback=callback,
+        )
+    _print_summary(report, args.json)
+    return 0
+
+
+def _print_summary(report, as_json: bool) -> None:
     r = report.result
+    if as_json:
+        layers = {
+            layer: {
+                "grid": str(path),
+                "field": report.fields[layer].describe(),
+                "units": len(r.layers[layer].units),
+                "dead_units": r.layers[layer].dead,
+            }
+            for layer, path in report.paths.items()
+        }
+        summary = {"images": r.images, "inputs": r.items, "skipped": len(r.skipped),
+                   "seconds": round(r.seconds, 3), "layers": layers,
+                   "data": str(report.json_path)}  # fmt: skip
+        print(json.dumps({"model": report.data["model"], **summary}))
+        return
     print(
         f"{r.images} images, {r.items} network inputs in {r.seconds:.1f} s "
         f"({r.items / max(r.seconds, 1e-9):.1f} inputs/s)"
@@ -121,4 +238,3 @@ def _units(args) -> int:
         note = f"; {len(dead)} of {len(top.units)} units never active: {dead}" if dead else ""
         print(f"{layer}: field {report.fields[layer].describe()} -> {path}{note}")
     print(f"data: {report.json_path}")
-    return 0

@@ -203,3 +203,8 @@ def grid_paths(out: str | os.PathLike, layers: list[str]) -> dict[str, Path]:
         return {layers[0]: out}
     safe = {n: "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in n) for n in layers}
     return {n: out.with_name(f"{out.stem}-{safe[n]}{out.suffix}") for n in layers}
+
+
+def output_paths(out: str | os.PathLike, layers: list[str]) -> tuple[dict[str, Path], Path]:
+    """(grid PNG per layer, the JSON beside them) that a report written to `out` creates."""
+    return grid_paths(out, layers), png_path(out).with_suffix(".json")
