@@ -156,6 +156,11 @@ def test_same_person_is_closer_than_different_people(model, real_chips):
     assert max(cosine(obama, biden), cosine(obama2, biden)) < 0.363 < same
 
 
+def test_chips_of_another_size_are_a_clear_error(model):
+    with pytest.raises(ConvlensError, match="112x112 ArcFace-aligned face chips, got 150x150"):
+        model(torch.zeros(1, 3, 150, 150))
+
+
 def test_batch_of_one_equals_batch_of_many(model, real_chips):
     together = embed(model, real_chips)
     alone = np.concatenate([embed(model, real_chips[i : i + 1]) for i in range(len(real_chips))])

@@ -101,9 +101,14 @@ class SFace(nn.Module):
         return [self.conv_1, *(getattr(self, f"conv_{i}") for i in range(2, len(BLOCKS) + 2))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = ((x - self.input_mean) * self.input_scale).contiguous(
-            memory_format=torch.channels_last
-        )
+        # The head is a linear layer over 7x7 maps: only 112x112 chips fit. Until the faces
+        # pipeline picks the aligner from the registry entry, dlib's 150x150 chips end here.
+        if tuple(x.shape[-2:]) != (CHIP_SIZE, CHIP_SIZE):
+            raise ConvlensError(
+                f"SFace takes {CHIP_SIZE}x{CHIP_SIZE} ArcFace-aligned face chips, "
+                f"got {x.shape[-2]}x{x.shape[-1]}"
+            )
+        x = ((x - self.input_mean) * self.input_scale).contiguous(memory_format=torch.channels_last)
         for layer in self.body():
             x = layer(x)
         # flatten(1) follows the logical (C, H, W) order, as ONNX Flatten does.
@@ -143,8 +148,13 @@ def _check(ok: bool, where: str, what: str) -> None:
 def _conv_state(graph, node, name: str, conv: nn.Conv2d, where: str) -> dict:
     a = node.attrs
     pad = conv.padding[0]
-    settings = (list(a.get("kernel_shape", [])), list(a.get("strides", [1, 1])),
-                list(a.get("pads", [0] * 4)), a.get("group", 1), list(a.get("dilations", [1, 1])))  # fmt: skip
+    settings = (
+        list(a.get("kernel_shape", [])),
+        list(a.get("strides", [1, 1])),
+        list(a.get("pads", [0] * 4)),
+        a.get("group", 1),
+        list(a.get("dilations", [1, 1])),
+    )
     want = (list(conv.kernel_size), list(conv.stride), [pad] * 4, conv.groups, [1, 1])
     _check(settings == want, where, f"kernel/stride/pads/group/dilations {settings}, want {want}")
     _check(len(node.inputs) == 2, where, "a conv bias (this network has none)")
