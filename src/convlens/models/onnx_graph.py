@@ -1,0 +1,173 @@
+"""Reading an ONNX file's layers and weights, to rebuild the network as a torch module.
+
+This is not an ONNX interpreter: `read_onnx_graph` folds every node whose inputs are all
+constants (initialisers, Constant, DequantizeLinear, Reshape of weights) into plain float32
+arrays, and returns the remaining compute nodes in graph order with their attributes. A
+module's loader then walks those nodes, checks each is the layer it expects, and copies the
+weights into its own named parameters (see sface.py).
+
+Block-quantised weights (ONNX opset 21 DequantizeLinear with `block_size`) are dequantised
+exactly as the ONNX reference and onnxruntime do: (int(x) - int(zero_point)) * scale in
+float32, each scale covering `block_size` consecutive elements along `axis`.
+
+`runnable_copy` writes a copy of a model that onnxruntime accepts when the original lists
+its weights as graph inputs too (old exporters did; onnxruntime then refuses to load it),
+with a dynamic batch axis: the reference the ports are tested against.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Nodes evaluated at load time when all their inputs are constants.
+_FOLDABLE = ("Constant", "DequantizeLinear", "Reshape")
+
+
+class OnnxGraphError(ValueError):
+    """The file is not the network a loader expects (message says which node and why)."""
+
+
+@dataclass
+class OnnxNode:
+    """One compute node: op type, name, input/output value names and attributes."""
+
+    op: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass
+class OnnxGraph:
+    """Compute nodes in graph order; constants (float32 arrays, folded) by value name."""
+
+    nodes: list[OnnxNode]
+    constants: dict[str, np.ndarray]
+    input_name: str
+    input_shape: tuple
+    output_name: str
+
+    def constant(self, node: OnnxNode, index: int) -> np.ndarray:
+        """The constant feeding input `index` of `node`, or an error naming the node."""
+        if index >= len(node.inputs) or node.inputs[index] not in self.constants:
+            raise OnnxGraphError(f"node {node.name!r} ({node.op}): input {index} is not a weight")
+        return self.constants[node.inputs[index]]
+
+
+def dequantize_linear(
+    x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int, block_size: int
+) -> np.ndarray:
+    """ONNX DequantizeLinear: per-tensor, per-axis (block_size 0) or blocked, as float32."""
+    x = np.asarray(x)
+    scale = np.asarray(scale, np.float32)
+    zp = np.zeros((), np.int32) if zero_point is None else np.asarray(zero_point, np.int32)
+    if scale.ndim == 0:  # per tensor
+        return ((x.astype(np.int32) - zp).astype(np.float32) * scale).astype(np.float32)
+    axis = axis % x.ndim
+    if block_size == 0:  # per axis: a 1-d scale along `axis`
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape) if zp.ndim else zp
+    else:  # blocked: scale has x's shape with ceil(n / block_size) along `axis`
+        n = x.shape[axis]
+        if scale.shape[axis] != -(-n // block_size):
+            raise OnnxGraphError(
+                f"scale shape {scale.shape} does not cover {x.shape} in blocks of {block_size}"
+            )
+        scale = np.repeat(scale, block_size, axis=axis).take(range(n), axis=axis)
+        if zp.ndim:
+            zp = np.repeat(zp, block_size, axis=axis).take(range(n), axis=axis)
+    return ((x.astype(np.int32) - zp).astype(np.float32) * scale).astype(np.float32)
+
+
+def _attrs(node) -> dict:
+    from onnx import helper, numpy_helper
+
+    out = {}
+    for a in node.attribute:
+        value = helper.get_attribute_value(a)
+        if a.type == a.TENSOR:
+            value = numpy_helper.to_array(value)
+        elif isinstance(value, bytes):
+            value = value.decode()
+        out[a.name] = value
+    return out
+
+
+def _fold(op: str, attrs: dict, args: list[np.ndarray | None]) -> np.ndarray:
+    if op == "Constant":
+        if "value" not in attrs:
+            raise OnnxGraphError(f"Constant with {sorted(attrs)} is not supported")
+        return np.asarray(attrs["value"])
+    if op == "Reshape":
+        return args[0].reshape([int(d) for d in args[1]])
+    zero_point = args[2] if len(args) > 2 else None
+    return dequantize_linear(
+        args[0], args[1], zero_point, attrs.get("axis", 1), attrs.get("block_size", 0)
+    )
+
+
+def read_onnx_graph(path: str | os.PathLike) -> OnnxGraph:
+    """The compute nodes and folded float32 weights of an ONNX model file.
+
+    Raises OSError when the file cannot be read and OnnxGraphError when it is not a single
+    input, single output ONNX graph.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(os.fspath(path))
+    except OSError:
+        raise
+    except Exception as e:  # protobuf's DecodeError and friends: not an ONNX file
+        raise OnnxGraphError(f"not an ONNX model ({type(e).__name__})") from None
+    graph = model.graph
+    values: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    nodes: list[OnnxNode] = []
+    for node in graph.node:
+        attrs = _attrs(node)
+        if node.op_type in _FOLDABLE and all(i in values for i in node.input if i):
+            values[node.output[0]] = _fold(node.op_type, attrs, [values[i] for i in node.input])
+            continue
+        nodes.append(OnnxNode(node.op_type, node.name, list(node.input), list(node.output), attrs))
+    # Old exporters list weights (even ones no node reads any more) as graph inputs too.
+    used = {name for node in nodes for name in node.inputs}
+    real_inputs = [i for i in graph.input if i.name not in values and i.name in used]
+    if len(real_inputs) != 1 or len(graph.output) != 1:
+        raise OnnxGraphError(
+            f"expected one input and one output, found {len(real_inputs)} and {len(graph.output)}"
+        )
+    dims = real_inputs[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims)
+    constants = {k: np.asarray(v, np.float32) for k, v in values.items() if v.dtype.kind == "f"}
+    return OnnxGraph(nodes, constants, real_inputs[0].name, shape, graph.output[0].name)
+
+
+def runnable_copy(src: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
+    """A copy of `src` that onnxruntime loads, with a dynamic batch axis; returns its path.
+
+    Graph inputs that are initialisers or that no node reads (weights listed as inputs by
+    old exporters) are removed, and the first dimension of the input and output becomes "batch".
+    """
+    import onnx
+
+    model = onnx.load(os.fspath(src))
+    graph = model.graph
+    weights = {i.name for i in graph.initializer}
+    used = {name for node in graph.node for name in node.input}
+    keep = [i for i in graph.input if i.name not in weights and i.name in used]
+    del graph.input[:]
+    graph.input.extend(keep)
+    for value in (*graph.input, *graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].dim_param = "batch"
+    dest = Path(dest_dir) / Path(src).name
+    onnx.save(model, os.fspath(dest))
+    return dest
