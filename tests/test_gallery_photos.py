@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from convlens.errors import ConvlensError
-from convlens.faces import gallery_cli
+from convlens.faces import calibrate_cli, gallery_cli
 from convlens.faces.gallery import Gallery
 
 
@@ -30,7 +30,9 @@ def obama_gallery(tmp_path_factory, photos_dir, encoder):
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    gallery_cli.register(parser.add_subparsers(required=True))
+    sub = parser.add_subparsers(required=True)
+    gallery_cli.register(sub)
+    calibrate_cli.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -188,7 +188,9 @@ def _find(
     min_face: float | None = None,
 ) -> tuple[list[Face], list[np.ndarray]]:
     h, w = image.shape[:2]
-    up, f = _detection_plan(image.shape, upsample, min_face) if detector == "hog" else (upsample, 1)
+    # The plan sizes HOG's window; "auto" starts with HOG, so it follows the same plan.
+    planned = detector in ("hog", "auto")
+    up, f = _detection_plan(image.shape, upsample, min_face) if planned else (upsample, 1)
     if f > 1:
         dets = _detect.detect(_shrink(image, f), detector, up)
         for d in dets:  # back to full-resolution pixels
