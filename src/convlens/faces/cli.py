@@ -14,7 +14,7 @@ import sys
 
 from convlens import cli_options as opt
 from convlens.errors import ConvlensError
-from convlens.faces.cli_common import add_encoder, emit, encode_options
+from convlens.faces.cli_common import add_encoder, emit, encode_options, photo_arguments
 from convlens.faces.pipeline import MAX_JITTER
 
 
@@ -61,18 +61,11 @@ def register(subparsers) -> None:
     calibrate_cli.register(sub)
 
 
-def _photo_items(sources: list[str]) -> list:
-    """Each argument a photo, or a folder standing for the images in it."""
-    from convlens.faces.pipeline import photo_items
-
-    return [item for s in sources for item in photo_items(s)]
-
-
 def cmd_encode(args: argparse.Namespace) -> int:
     from convlens import faces
 
     model = faces.resolve_model(args.model, args.device)
-    items = _photo_items(args.images)
+    items = photo_arguments(args.images)
     stream = faces.encode_many(
         items,
         batch_size=args.batch_size,

@@ -92,6 +92,13 @@ def open_gallery(args: argparse.Namespace, create: bool = False):
     )
 
 
+def photo_arguments(sources: list[str]) -> list:
+    """Each argument a photo, or a folder standing for the images in it (sorted)."""
+    from convlens.faces.pipeline import photo_items
+
+    return [item for s in sources for item in photo_items(s)]
+
+
 def emit(obj: dict) -> None:
     """One JSON object per line, flushed (a reader sees each result as it comes)."""
     print(json.dumps(obj), flush=True)

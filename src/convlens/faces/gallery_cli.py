@@ -13,7 +13,14 @@ import sys
 
 from convlens import cli_options as opt
 from convlens.errors import ConvlensError
-from convlens.faces.cli_common import add_db, add_encoder, add_verifier, emit, open_gallery
+from convlens.faces.cli_common import (
+    add_db,
+    add_encoder,
+    add_verifier,
+    emit,
+    open_gallery,
+    photo_arguments,
+)
 
 MAX_CANDIDATES = 1000
 
@@ -31,7 +38,7 @@ def register(faces_subparsers) -> None:
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("identify", help="who is in these photos (1:K)")
-    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photos, or folders of photos")
     p.add_argument(
         "-k",
         type=opt.int_range(1, MAX_CANDIDATES),
@@ -112,11 +119,12 @@ def cmd_identify(args) -> int:
         if not g.people():
             raise ConvlensError(f"{g.path}: the gallery is empty; enrol someone first")
         tau = g.decision_threshold()
+        photos = photo_arguments(args.photos)
         stream = g.identify_many(
-            args.photos,
+            photos,
             k=args.k,
             batch_size=args.batch_size,
-            progress=len(args.photos) > 1 and opt.show_progress(args) and sys.stderr.isatty(),
+            progress=len(photos) > 1 and opt.show_progress(args) and sys.stderr.isatty(),
         )
         for path, result in stream:
             if isinstance(result, ConvlensError):
