@@ -73,8 +73,8 @@ def measure_search(db: str, queries: str, n_queries: int) -> dict:
     g.search_embeddings(data["random"][:1], k=1)  # loads the index or the vectors
     load_s = time.perf_counter() - t0
     out = {"load_s": load_s, "rss_mib": rss_mib() - base, "mode": "exact"}
-    if g._ann is not None:
-        out["mode"] = f"ivf-sq8 nlist={g._ann.header.nlist} nprobe={g._ann.nprobe}"
+    if g._index.ann is not None:
+        out["mode"] = f"ivf-sq8 nlist={g._index.ann.header.nlist} nprobe={g._index.ann.nprobe}"
     for kind in ("random", "noisy"):
         q = data[kind][:n_queries]
         lat, names = [], []

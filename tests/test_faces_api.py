@@ -137,7 +137,7 @@ def test_detectors_and_landmarks(photos_dir, orl_dir):
     assert f68.landmarks.shape == (68, 2) and faces.distance(f68, hog) < 0.2
     # HOG at upsample 2 misses a few ORL faces; "auto" tries other levels, then the CNN.
     missed = [orl_dir / "s33" / "10.pgm", orl_dir / "s35" / "2.pgm"]
-    assert not any(faces.face_chips(p, upsample=2)[0] for p in missed)
+    assert not any(faces.face_chips(p, detector="hog", upsample=2)[0] for p in missed)
     for p in missed:
         found, chips = faces.face_chips(p, detector="auto", upsample=2)
         assert len(found) == 1 and chips.shape == (1, 150, 150, 3)
@@ -147,6 +147,7 @@ def test_min_face_detects_big_photos_at_lower_resolution(photos_dir):
     path = photos_dir / "obama-1080p.jpg"
     full = faces.encode(path)[0]
     fast = faces.encode(path, min_face=0.15)[0]
+    assert fast.box == faces.encode(path, detector="hog", min_face=0.15)[0].box
     assert np.abs(np.subtract(full.box, fast.box)).max() < 0.1 * (full.box[2] - full.box[0])
     assert faces.distance(full, fast) < 0.1
 

@@ -196,7 +196,7 @@ def test_ann_index_path_matches_exact(tmp_path, rng, monkeypatch):
         assert [r[0][0] for r in res] == [f"p{j}" for j in range(50)]
         assert (tmp_path / "g.db.index").exists()
         g.forget("p7")
-        assert g._ann.size == 799
+        assert g._index.ann.size == 799
         res = g.search_embeddings(queries[7][None], k=1)
         assert res[0][0][0] != "p7"
         g.enroll_embeddings("new", (people[7] + 0.001)[None])
@@ -204,7 +204,7 @@ def test_ann_index_path_matches_exact(tmp_path, rng, monkeypatch):
     with Gallery(path, model_id=MODEL) as g:
         res = g.search_embeddings(queries[7][None], k=1)
         assert res[0][0][0] == "new"
-        assert g._ann.size == 800
+        assert g._index.ann.size == 800
 
 
 def test_forget_erases_from_index_file_in_another_process(tmp_path, rng, monkeypatch):
@@ -213,7 +213,7 @@ def test_forget_erases_from_index_file_in_another_process(tmp_path, rng, monkeyp
     with Gallery(path, model_id=MODEL) as g:
         g.enroll_batch([f"p{i}" for i in range(400)], unit(rng, 400))
         g.search_embeddings(unit(rng, 1))  # builds and saves the index
-        (victim,) = [r[0] for r in g._all("SELECT e.id FROM embeddings e JOIN people p ON "
+        (victim,) = [r[0] for r in g._store.all("SELECT e.id FROM embeddings e JOIN people p ON "
                                           "p.id = e.person_id WHERE p.name = 'p3'")]  # fmt: skip
     index_file = tmp_path / "g.db.index"
     before = search.AnnIndex.load(index_file)

@@ -34,7 +34,7 @@ def _expected(worker: int, i: int, per: int) -> np.ndarray:
 
 
 def _stored(g: Gallery, name: str) -> np.ndarray:
-    return g._person_vectors(name)
+    return g._store.person_vectors(name)
 
 
 def test_four_processes_enrol_at_once(tmp_path):

@@ -24,15 +24,18 @@ _LAZY = {
     "embed_chips": "convlens.faces.pipeline",
     "resolve_model": "convlens.faces.pipeline",
     "align_faces": "convlens.faces.align",
-    # gallery (verification / recognition) -- written by the gallery work
+    "Box": "convlens.faces.box",
+    # gallery (verification / recognition)
     "Gallery": "convlens.faces.gallery",
     "Verdict": "convlens.faces.gallery",
+    "FaceMatch": "convlens.faces.gallery",
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from convlens.faces.gallery import Gallery, Verdict  # noqa: F401
+    from convlens.faces.box import Box  # noqa: F401
+    from convlens.faces.gallery import FaceMatch, Gallery, Verdict  # noqa: F401
     from convlens.faces.pipeline import (  # noqa: F401
         Face,
         distance,

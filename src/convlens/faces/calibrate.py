@@ -14,6 +14,7 @@ import numpy as np
 
 from convlens import metrics
 from convlens.errors import ConvlensError
+from convlens.faces.detect import DEFAULT_DETECTOR
 from convlens.images import list_people
 
 FARS = (1e-2, 1e-3, 1e-4)
@@ -44,18 +45,20 @@ def encode_labelled(
     model=None,
     progress: bool = True,
     batch_size: int = 64,
+    device=None,
     **encode_options,
 ) -> LabelledEmbeddings:
-    """The largest face's embedding of every photo in a labelled folder (progress bar)."""
+    """The largest face's embedding of every photo in a labelled folder (progress bar).
+
+    model: None (dlib's ResNet), a registry name, a file or a module; device: where it runs.
+    """
     from convlens import faces
-    from convlens.models.face_models import load_face_model
 
     items = labelled_photos(folder)
     label_of = {str(p): name for p, name in items}
-    if model is None or isinstance(model, str | os.PathLike):
-        model = load_face_model(model)
+    model = faces.resolve_model(model, device)
     embs, labels, paths, failed = [], [], [], []
-    encode_options = {"detector": "auto", **encode_options}  # as the gallery encodes
+    encode_options = {"detector": DEFAULT_DETECTOR, **encode_options}  # as the gallery encodes
     stream = faces.encode_many(
         [p for p, _ in items],
         batch_size=batch_size,
@@ -130,7 +133,7 @@ def choose_threshold(report: dict, far: float) -> float:
     if not entry["measurable"]:
         raise ConvlensError(
             f"FAR {far:g} needs at least {int(np.ceil(1 / far))} impostor pairs; this folder "
-            f"gives {report['impostor_pairs']}: add people or choose a larger --far"
+            f"gives {report['impostor_pairs']}: add people or choose a larger FAR"
         )
     tau = float(entry["threshold"])
     if not np.isfinite(tau):

@@ -1,9 +1,10 @@
 """Face detection and landmarks with dlib: HOG (default), MMOD CNN, or an "auto" chain.
 
-Boxes are (x0, y0, x1, y1) in pixels, x1/y1 exclusive (width = x1 - x0), clipped to the
-image; each detection keeps dlib's unclipped rectangle for the landmark predictor. dlib
-models are loaded once per thread: dlib's detectors keep scratch state (not thread-safe) but
-release the GIL, so a thread pool detects in parallel, each thread with its own copy.
+Boxes are `Box(x0, y0, x1, y1)` in pixels, x1/y1 exclusive (width = x1 - x0), clipped to
+the image (faces/box.py); each detection keeps dlib's unclipped rectangle for the landmark
+predictor. dlib models are loaded once per thread: dlib's detectors keep scratch state (not
+thread-safe) but release the GIL, so a thread pool detects in parallel, each thread with its
+own copy.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convlens.errors import ConvlensError
+from convlens.faces.box import Box
 
 DETECTORS = ("hog", "cnn", "auto")
 # The one default for every caller (encode, gallery, calibrate, training, inspect): HOG first,
@@ -21,6 +23,9 @@ DETECTORS = ("hog", "cnn", "auto")
 # face cost what HOG costs (benchmarks/results/orl_accuracy.md: 400/400 ORL faces found
 # instead of 394 with HOG alone).
 DEFAULT_DETECTOR = "auto"
+# Each upsampling doubles both sides: at 3 a 1080p photo is searched at 15360x8640 (about
+# 400 MB of RGB plus HOG features per thread); at 4 it would be 1.6 GB, beyond reason.
+MAX_UPSAMPLE = 3
 _LOCK = threading.Lock()
 _LOCAL = threading.local()
 
@@ -45,9 +50,9 @@ class Detection:
     score: float
     source: str  # "hog", "cnn" or "whole-image"
 
-    def box(self, width: int, height: int) -> tuple[int, int, int, int]:
-        x0, y0, x1, y1 = self.rect
-        return (max(x0, 0), max(y0, 0), min(x1 + 1, width), min(y1 + 1, height))
+    def box(self, width: int, height: int) -> Box:
+        """The detection as a Box clipped to a width x height image."""
+        return Box.from_dlib(self.rect, width, height)
 
     @property
     def area(self) -> int:
@@ -113,9 +118,19 @@ def _cnn(image: np.ndarray, upsample: int) -> list[Detection]:
     ]
 
 
+def check_options(detector: str, upsample: int) -> None:
+    """Refuse an unknown detector or an upsampling outside 0..MAX_UPSAMPLE."""
+    if detector not in DETECTORS:
+        raise ConvlensError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if isinstance(upsample, bool) or not isinstance(upsample, int | np.integer):
+        raise ConvlensError(f"upsample must be a whole number, not {upsample!r}")
+    if not 0 <= upsample <= MAX_UPSAMPLE:
+        raise ConvlensError(f"upsample must be 0..{MAX_UPSAMPLE}, not {upsample}")
+
+
 def detect(
     image: np.ndarray,
-    detector: str = "hog",
+    detector: str = DEFAULT_DETECTOR,
     upsample: int = 1,
     adjust_threshold: float = 0.0,
     whole_image_fallback: bool = False,
@@ -130,10 +145,7 @@ def detect(
     whole_image_fallback: when nothing is found, treat the whole image as one face (for
     photos that are already face crops).
     """
-    if detector not in DETECTORS:
-        raise ConvlensError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-    if upsample < 0:
-        raise ConvlensError(f"upsample must be >= 0, not {upsample}")
+    check_options(detector, upsample)
     image = np.ascontiguousarray(image)
     if detector == "hog":
         found = _hog(image, upsample, adjust_threshold)

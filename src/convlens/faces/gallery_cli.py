@@ -1,81 +1,28 @@
-"""`convlens faces` gallery commands: enroll, identify, verify, people, forget, rename,
-calibrate, train-verifier. Registered into the `faces` group by faces/cli.py.
+"""`convlens faces` gallery commands: enroll, identify, verify, people, forget, rename.
+Registered into the `faces` group by faces/cli.py (calibrate and train-verifier: see
+calibrate_cli.py).
 
-The gallery file is --db, else $CONVLENS_DB, else <user data dir>/convlens/gallery.db.
-Errors are one line each; a batch (identify over many photos) goes on past a bad photo and
-exits 1 at the end. `verify` exits 0 on a match and 1 on no match, like `cmp`.
+Each command is a thin shell over convlens.faces.gallery.Gallery. Errors are one line each;
+a batch (identify over many photos) goes on past a bad photo and exits 1 at the end.
+`verify` exits 0 on a match and 1 on no match, like `cmp`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-from pathlib import Path
 
+from convlens import cli_options as opt
 from convlens.errors import ConvlensError
+from convlens.faces.cli_common import (
+    add_db,
+    add_encoder,
+    add_verifier,
+    emit,
+    open_gallery,
+    photo_arguments,
+)
 
-
-def default_db() -> Path:
-    env = os.environ.get("CONVLENS_DB")
-    if env:
-        return Path(env)
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("convlens")) / "gallery.db"
-
-
-def _common(p: argparse.ArgumentParser, db=True, encoder=True, verifier=False) -> None:
-    if db:
-        p.add_argument(
-            "--db",
-            type=Path,
-            default=None,
-            help="gallery file (default: $CONVLENS_DB or the user data dir's gallery.db)",
-        )
-    if encoder:
-        p.add_argument("--model", default=None, help="face encoder file (default: dlib ResNet)")
-        p.add_argument(
-            "--detector",
-            default=None,
-            help="hog, cnn or auto (default auto: HOG, then more upsampling, then the CNN)",
-        )
-        p.add_argument("--upsample", type=int, default=None, help="detector upsampling")
-        p.add_argument(
-            "--flip", action="store_true", help="average with the mirrored face's embedding"
-        )
-    if verifier:
-        p.add_argument(
-            "--verifier",
-            type=Path,
-            default=None,
-            help="trained verifier (train-verifier) to score pairs instead of raw distance",
-        )
-
-
-def _encode_options(args) -> dict:
-    opts = {}
-    if getattr(args, "detector", None) is not None:
-        opts["detector"] = args.detector
-    if getattr(args, "upsample", None) is not None:
-        opts["upsample"] = args.upsample
-    if getattr(args, "flip", False):
-        opts["flip"] = True
-    return opts
-
-
-def _open(args, create: bool = False):
-    from convlens.faces.gallery import Gallery
-
-    path = args.db or default_db()
-    return Gallery(
-        path,
-        getattr(args, "model", None),
-        verifier=getattr(args, "verifier", None),
-        encode_options=_encode_options(args),
-        create=create,
-    )
+MAX_CANDIDATES = 1000
 
 
 def register(faces_subparsers) -> None:
@@ -87,25 +34,27 @@ def register(faces_subparsers) -> None:
     p.add_argument(
         "--largest", action="store_true", help="use the largest face of a photo with several"
     )
-    _common(p)
+    _common(p, quiet=False)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("identify", help="who is in these photos (1:K)")
-    p.add_argument("photos", nargs="+", metavar="PHOTO")
-    p.add_argument("-k", type=int, default=1, help="candidates per face (default 1)")
-    p.add_argument("--json", action="store_true", help="one JSON object per photo per line")
-    _common(p, verifier=True)
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photos, or folders of photos")
+    p.add_argument(
+        "-k",
+        type=opt.int_range(1, MAX_CANDIDATES),
+        default=1,
+        help=f"candidates per face (default 1, at most {MAX_CANDIDATES})",
+    )
+    _common(p, verifier=True, batch=True)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("verify", help="is the face in this photo NAME (1:1); exit 0 if so")
     p.add_argument("photo", metavar="PHOTO")
     p.add_argument("--as", dest="name", required=True, metavar="NAME")
-    p.add_argument("--json", action="store_true")
-    _common(p, verifier=True)
+    _common(p, verifier=True, quiet=False)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("people", help="list the people in the gallery")
-    p.add_argument("--json", action="store_true")
     _common(p, encoder=False)
     p.set_defaults(func=cmd_people)
 
@@ -120,42 +69,36 @@ def register(faces_subparsers) -> None:
     _common(p, encoder=False)
     p.set_defaults(func=cmd_rename)
 
-    p = sub.add_parser(
-        "calibrate", help="thresholds from a labelled folder (one subfolder per person)"
-    )
-    p.add_argument("folder", type=Path, metavar="DIR")
-    p.add_argument(
-        "--far", type=float, default=None, help="store τ for this false accept rate in the gallery"
-    )
-    p.add_argument(
-        "--plot",
-        type=lambda s: Path(s) if s else None,
-        default=Path("roc.png"),
-        help="ROC/DET PNG (roc.png; an empty value writes none)",
-    )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--max-impostors", type=int, default=None, help="sample impostor pairs")
-    _common(p, verifier=True)
-    p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser(
-        "train-verifier", help="train a pair verifier on a labelled folder (subfolder per person)"
-    )
-    p.add_argument("folder", type=Path, metavar="DIR")
-    p.add_argument("-o", "--output", type=Path, default=Path("verifier.pt"))
-    p.add_argument("--kind", choices=["abs", "chi2"], default="abs", help="pair features")
-    p.add_argument("--epochs", type=int, default=300)
-    _common(p, db=False)
-    p.set_defaults(func=cmd_train_verifier)
+def _common(p, encoder=True, verifier=False, batch=False, quiet=True) -> None:
+    add_db(p)
+    opt.add_json(p)
+    if encoder:
+        add_encoder(p, batch=batch)
+        if quiet:
+            opt.add_quiet(p)
+    if verifier:
+        add_verifier(p)
 
 
 # -- commands ------------------------------------------------------------------------------
 
 
 def cmd_enroll(args) -> int:
-    with _open(args, create=True) as g:
+    with open_gallery(args, create=True) as g:
         r = g.enroll(args.name, args.photos, largest_face=args.largest)
         total = next(p.photos for p in g.people() if p.name == r.name)
+        if args.json:
+            emit(
+                {
+                    "db": str(g.path),
+                    "name": r.name,
+                    "added": len(r.added),
+                    "skipped": list(r.skipped),
+                    "photos": total,
+                }
+            )
+            return 0
         msg = f"enrolled {r.name}: {len(r.added)} photo(s) added, {total} in all ({g.path})"
         if r.skipped:
             msg += f"; {len(r.skipped)} already enrolled, skipped"
@@ -171,50 +114,31 @@ def _err(path, e) -> None:
 
 
 def cmd_identify(args) -> int:
-    import numpy as np
-
-    from convlens import faces
-
-    if args.k < 1:
-        raise ConvlensError("-k must be at least 1")
     failures = 0
-    with _open(args) as g:
+    with open_gallery(args) as g:
         if not g.people():
             raise ConvlensError(f"{g.path}: the gallery is empty; enrol someone first")
-        stream = faces.encode_many(
-            [str(p) for p in args.photos],
-            model=g.encoder,
-            progress=len(args.photos) > 1 and sys.stderr.isatty(),
-            **_encode_options(args),
+        tau = g.decision_threshold()
+        photos = photo_arguments(args.photos)
+        stream = g.identify_many(
+            photos,
+            k=args.k,
+            batch_size=args.batch_size,
+            progress=len(photos) > 1 and opt.show_progress(args) and sys.stderr.isatty(),
         )
         for path, result in stream:
-            if isinstance(result, Exception):
+            if isinstance(result, ConvlensError):
                 failures += 1
                 if args.json:
-                    print(json.dumps({"path": str(path), "faces": [], "error": str(result)}))
+                    emit({"path": str(path), "faces": [], "error": str(result)})
                 else:
                     _err(path, result)
                 continue
-            matches = []
-            if result:
-                g._check_model(g.encoder_model_id())
-                embs = np.stack([f.embedding for f in result])
-                boxes = [tuple(int(v) for v in f.box) for f in result]
-                matches = g.identify_embeddings(embs, k=args.k, boxes=boxes)
             if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "path": str(path),
-                            "faces": [m.to_json() for m in matches],
-                            "threshold": g._tau()[0],
-                            "error": None,
-                        }
-                    ),
-                    flush=True,
-                )
+                faces = [m.to_json() for m in result]
+                emit({"path": str(path), "faces": faces, "threshold": tau.value, "error": None})
             else:
-                print(_describe(path, matches), flush=True)
+                print(_describe(path, result), flush=True)
     return 1 if failures else 0
 
 
@@ -238,21 +162,19 @@ def _describe(path, matches) -> str:
 
 
 def cmd_verify(args) -> int:
-    with _open(args) as g:
+    with open_gallery(args) as g:
         v = g.verify(args.photo, args.name)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "path": str(args.photo),
-                    "name": v.name,
-                    "match": v.match,
-                    "distance": v.distance,
-                    "threshold": v.threshold,
-                    "scorer": v.scorer,
-                    "box": list(v.box) if v.box else None,
-                }
-            )
+        emit(
+            {
+                "path": str(args.photo),
+                "name": v.name,
+                "match": v.match,
+                "distance": v.distance,
+                "threshold": v.threshold,
+                "scorer": v.scorer,
+                "box": list(v.box) if v.box else None,
+            }
         )
     else:
         rel = "≤" if v.match else ">"
@@ -266,22 +188,19 @@ def cmd_verify(args) -> int:
 
 
 def cmd_people(args) -> int:
-    with _open(args) as g:
+    with open_gallery(args) as g:
         people = g.people()
         info = g.threshold_info
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "db": str(g.path),
-                        "model_id": g.model_id,
-                        "threshold": info,
-                        "people": [
-                            {"name": p.name, "photos": p.photos, "created": p.created}
-                            for p in people
-                        ],
-                    }
-                )
+            emit(
+                {
+                    "db": str(g.path),
+                    "model_id": g.model_id,
+                    "threshold": info,
+                    "people": [
+                        {"name": p.name, "photos": p.photos, "created": p.created} for p in people
+                    ],
+                }
             )
             return 0
         print(
@@ -294,91 +213,20 @@ def cmd_people(args) -> int:
 
 
 def cmd_forget(args) -> int:
-    with _open(args) as g:
+    with open_gallery(args) as g:
         n = g.forget(args.name)
-    print(f"forgot {args.name}: {n} embedding(s) erased")
+    if args.json:
+        emit({"forgot": args.name, "embeddings": n})
+    else:
+        print(f"forgot {args.name}: {n} embedding(s) erased")
     return 0
 
 
 def cmd_rename(args) -> int:
-    with _open(args) as g:
+    with open_gallery(args) as g:
         g.rename(args.old, args.new)
-    print(f"renamed {args.old} to {args.new}")
-    return 0
-
-
-def cmd_calibrate(args) -> int:
-    from convlens import metrics
-    from convlens.faces import calibrate
-
-    data = calibrate.encode_labelled(args.folder, args.model, **_encode_options(args))
-    scorer = None
-    if args.verifier is not None:
-        from convlens.faces.verifier import load_verifier
-
-        scorer = load_verifier(args.verifier)
-        if scorer.model_id and data.model_id and scorer.model_id != data.model_id:
-            raise ConvlensError(
-                f"verifier was trained on {scorer.model_id!r} embeddings, not {data.model_id!r}"
-            )
-    kw = {} if args.max_impostors is None else {"max_impostors": args.max_impostors}
-    d, same = calibrate.pair_scores(data.embeddings, data.labels, scorer=scorer, **kw)
-    report = calibrate.calibration_report(d, same)
-    report["scorer"] = "verifier" if scorer is not None else "distance"
-    report["model_id"] = data.model_id
-    report["photos"] = len(data.labels)
-    report["people"] = int(len(set(data.labels.tolist())))
-    report["without_face"] = [str(p) for p, _ in data.failed]
-    if args.plot:
-        label = "verifier 1 − p" if scorer is not None else "Euclidean distance"
-        metrics.plot_roc({label: (d, same)}, args.plot)
     if args.json:
-        print(json.dumps(report, indent=2))
+        emit({"renamed": args.old, "to": args.new})
     else:
-        print(calibrate.format_report(report, len(data.labels), report["people"], len(data.failed)))
-        if args.plot:
-            print(f"ROC/DET curves written to {args.plot}")
-    if args.far is not None:
-        if scorer is not None:
-            raise ConvlensError("--far stores a distance threshold; drop --verifier to set it")
-        tau = calibrate.choose_threshold(report, args.far)
-        entry = report["tar_at_far"][f"{args.far:g}"]
-        with _open(args, create=True) as g:
-            g.set_threshold(
-                tau,
-                {
-                    "source": f"calibrated on {args.folder}",
-                    "far": args.far,
-                    "tar": entry["tar"],
-                    "model_id": data.model_id,
-                    "genuine_pairs": report["genuine_pairs"],
-                    "impostor_pairs": report["impostor_pairs"],
-                },
-            )
-            print(f"stored τ = {tau:.4f} (FAR {args.far:g}, TAR {entry['tar']:.3%}) in {g.path}")
-    return 0
-
-
-def cmd_train_verifier(args) -> int:
-    from convlens import metrics
-    from convlens.faces import calibrate
-    from convlens.faces.verifier import save_verifier, train_verifier
-
-    data = calibrate.encode_labelled(args.folder, args.model, **_encode_options(args))
-    model = train_verifier(
-        data.embeddings,
-        data.labels,
-        kind=args.kind,
-        model_id=data.model_id,
-        epochs=args.epochs,
-        progress=True,
-    )
-    save_verifier(model, args.output)
-    d, same = calibrate.pair_scores(data.embeddings, data.labels, scorer=model)
-    eer, _ = metrics.equal_error_rate(d, same)
-    print(
-        f"trained a {args.kind} verifier on {len(data.labels)} photos of "
-        f"{len(set(data.labels.tolist()))} people; training-pair EER {eer:.3%} (measure it on "
-        f"other people with `calibrate DIR --verifier {args.output}`); saved {args.output}"
-    )
+        print(f"renamed {args.old} to {args.new}")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -19,24 +19,30 @@ import numpy as np
 from convlens.errors import ConvlensError
 from convlens.faces import align as _align
 from convlens.faces import detect as _detect
-from convlens.images import ImageInput, load_image
+from convlens.faces.box import Box
+from convlens.faces.detect import DEFAULT_DETECTOR
+from convlens.images import ImageInput, list_images, load_image
 
 # dlib's HOG detector scans an 80x80 window over an image pyramid, so at upsample u the
 # smallest face it finds is about 80 / 2**u pixels.
 HOG_WINDOW = 80
+MAX_BATCH_SIZE = 4096
+# dlib's num_jitters: each jittered copy costs one forward pass; 100 is dlib's own
+# "slow but more accurate" upper example, and beyond that the average no longer moves.
+MAX_JITTER = 100
 
 
 @dataclass
 class Face:
-    """One face: box (x0, y0, x1, y1), x1/y1 exclusive; landmarks (5|68, 2) in image pixels;
-    detector score (HOG margin or CNN confidence; 0 for a whole-image fallback); embedding
-    float32 (D,) or None before encoding."""
+    """One face: box, a Box (x0, y0, x1, y1) with x1/y1 exclusive; landmarks (5|68, 2) in
+    image pixels; detector score (HOG margin or CNN confidence; 0 for a whole-image
+    fallback); embedding float32 (D,) or None before encoding."""
 
-    box: tuple[int, int, int, int]
+    box: Box
     landmarks: np.ndarray
     score: float
     embedding: np.ndarray | None = None
-    detector: str = "hog"
+    detector: str = "hog"  # what found it: "hog", "cnn" or "whole-image"
     rect: tuple[int, int, int, int] = field(default=(0, 0, 0, 0), repr=False)
 
     def to_json(self, embedding: bool = True) -> dict:
@@ -182,7 +188,9 @@ def _find(
     min_face: float | None = None,
 ) -> tuple[list[Face], list[np.ndarray]]:
     h, w = image.shape[:2]
-    up, f = _detection_plan(image.shape, upsample, min_face) if detector == "hog" else (upsample, 1)
+    # The plan sizes HOG's window; "auto" starts with HOG, so it follows the same plan.
+    planned = detector in ("hog", "auto")
+    up, f = _detection_plan(image.shape, upsample, min_face) if planned else (upsample, 1)
     if f > 1:
         dets = _detect.detect(_shrink(image, f), detector, up)
         for d in dets:  # back to full-resolution pixels
@@ -202,7 +210,7 @@ def _find(
 
 def face_chips(
     image: ImageInput,
-    detector: str = "hog",
+    detector: str = DEFAULT_DETECTOR,
     upsample: int = 1,
     landmarks: int = 5,
     whole_image_fallback: bool = False,
@@ -223,7 +231,7 @@ def face_chips(
 
 def encode(
     image: ImageInput,
-    detector: str = "hog",
+    detector: str = DEFAULT_DETECTOR,
     upsample: int = 1,
     landmarks: int = 5,
     model=None,
@@ -250,10 +258,35 @@ def encode(
     return result
 
 
+def photo_items(photos) -> list:
+    """The photos to encode: one path, a folder (its images, sorted), or an iterable of
+    paths, PIL images and RGB arrays. A lone image array or PIL image is one photo."""
+    from PIL import Image
+
+    if isinstance(photos, np.ndarray | Image.Image):
+        return [photos]
+    if isinstance(photos, str | os.PathLike):
+        return list_images(photos) if os.path.isdir(photos) else [photos]
+    return list(photos)
+
+
+def check_encode_options(
+    batch_size: int, detector: str, upsample: int, jitter: int, min_face: float | None
+) -> None:
+    """Refuse bad options once, before any photo is read (not once per photo)."""
+    _detect.check_options(detector, upsample)
+    if isinstance(batch_size, bool) or not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
+        raise ConvlensError(f"batch size must be 1..{MAX_BATCH_SIZE}, not {batch_size!r}")
+    if not 0 <= int(jitter) <= MAX_JITTER:
+        raise ConvlensError(f"jitter must be 0..{MAX_JITTER}, not {jitter!r}")
+    if min_face is not None and not (np.isfinite(min_face) and 0 < min_face <= 1):
+        raise ConvlensError(f"min_face must be a fraction in (0, 1], not {min_face!r}")
+
+
 def encode_many(
-    paths: Iterable[ImageInput],
+    paths,
     batch_size: int = 64,
-    detector: str = "hog",
+    detector: str = DEFAULT_DETECTOR,
     upsample: int = 1,
     landmarks: int = 5,
     model=None,
@@ -266,10 +299,34 @@ def encode_many(
     progress: bool = True,
 ) -> Iterator[tuple[ImageInput, list[Face] | ConvlensError]]:
     """(item, faces) for every photo, in input order; a photo that cannot be read gives
-    (item, ConvlensError) and the rest go on. Load + detect + align run in `workers` threads
-    (default: CPU count); chips are encoded `batch_size` at a time across photos.
+    (item, ConvlensError) and the rest go on. `paths`: one path, a folder (its images) or an
+    iterable (see photo_items). Load + detect + align run in `workers` threads (default: CPU
+    count); chips are encoded `batch_size` at a time across photos. Bad options raise
+    ConvlensError here, before any photo is read.
     """
-    items = list(paths)
+    check_encode_options(batch_size, detector, upsample, jitter, min_face)
+    items = photo_items(paths)
+    return _encode_stream(
+        items, batch_size, detector, upsample, landmarks, model, device, flip, jitter,
+        whole_image_fallback, min_face, workers, progress,
+    )  # fmt: skip
+
+
+def _encode_stream(
+    items: list,
+    batch_size: int,
+    detector: str,
+    upsample: int,
+    landmarks: int,
+    model,
+    device,
+    flip: bool,
+    jitter: int,
+    whole_image_fallback: bool,
+    min_face: float | None,
+    workers: int | None,
+    progress: bool,
+) -> Iterator[tuple[ImageInput, list[Face] | ConvlensError]]:
     net = None
     workers = workers or min(8, os.cpu_count() or 1)
 

@@ -104,6 +104,8 @@ def train_verifier(
     progress: bool = False,
 ) -> PairVerifier:
     """Fit the verifier on pairs of `embeddings` (full batch Adam, classes balanced)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConvlensError(f"epochs must be a whole number ≥ 1, not {epochs!r}")
     torch.manual_seed(seed)
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     ii, jj, same = training_pairs(labels, seed=seed)
