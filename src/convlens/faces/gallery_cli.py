@@ -30,7 +30,8 @@ def register(faces_subparsers) -> None:
 
     p = sub.add_parser("enroll", help="add photos of a person to the gallery")
     p.add_argument("name")
-    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    # Checked before the gallery is opened: a missing photo must not create an empty gallery.
+    p.add_argument("photos", nargs="+", metavar="PHOTO", type=opt.existing_path("file"))
     p.add_argument(
         "--largest", action="store_true", help="use the largest face of a photo with several"
     )
@@ -49,7 +50,7 @@ def register(faces_subparsers) -> None:
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("verify", help="is the face in this photo NAME (1:1); exit 0 if so")
-    p.add_argument("photo", metavar="PHOTO")
+    p.add_argument("photo", metavar="PHOTO", type=opt.existing_path("file"))
     p.add_argument("--as", dest="name", required=True, metavar="NAME")
     _common(p, verifier=True, quiet=False)
     p.set_defaults(func=cmd_verify)

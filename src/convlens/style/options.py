@@ -137,7 +137,7 @@ class StyleOptions:
         1.0, "style image size relative to the output (bigger strokes)", limits=Limits(0.05, 20)
     )
     scales: int = _option(1, "coarse-to-fine levels, each doubling the size", limits=_ints(1, 8))
-    seed: int = _option(0, "random seed", limits=_ints(0, 2**63 - 1))
+    seed: int = _option(0, "random seed", limits=_ints(0, 2**32 - 1))
     frames: str | os.PathLike | None = _option(
         None, "folder for intermediate frames", path="folder"
     )
