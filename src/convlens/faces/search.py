@@ -273,6 +273,18 @@ class AnnIndex:
         self.dirty = True
         return int(removed)
 
+    def centroid_of(self, vectors: np.ndarray) -> bool:
+        """Whether a coarse centroid is (to float precision) one of these vectors: a list
+        trained on a single vector stores that vector itself, which erasure must not keep."""
+        import faiss
+
+        if not len(vectors):
+            return False
+        quantizer = faiss.downcast_index(self.index.quantizer)
+        centroids = quantizer.reconstruct_n(0, quantizer.ntotal)
+        d, _ = exact_knn(np.array(vectors, np.float32), _torch(centroids), 1)
+        return bool((d[:, 0] <= 1e-6).any())
+
     def needs_rebuild(self, gallery_size: int) -> bool:
         return gallery_size > REBUILD_GROWTH * max(self.header.trained_for, 1)
 
@@ -310,6 +322,12 @@ class AnnIndex:
             out_d[row, : len(order)] = d[order]
             out_i[row, : len(order)] = ids[order]
         return out_d, out_i
+
+
+def _torch(array: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def default_nprobe(nlist: int) -> int:

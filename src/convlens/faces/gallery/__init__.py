@@ -173,12 +173,16 @@ class Gallery:
         name = self._store.check_name(name)
         pending = self._store.erasure_pending()
         try:
+            vectors = self._store.person_vectors(name)  # for the index's centroids
+        except (NoSuchPerson, DamagedRow):
+            vectors = None
+        try:
             erased = len(self._store.forget(name))
         except NoSuchPerson:
             if not pending:
                 raise
             erased = 0
-        problems = self._index.erased()
+        problems = self._index.erased(vectors)
         wal = self._store.scrub()
         if wal:
             problems.append(wal)

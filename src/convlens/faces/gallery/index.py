@@ -195,10 +195,11 @@ class GalleryIndex:
             self._save(ann)
         return ann
 
-    def erased(self) -> list[str]:
+    def erased(self, forgotten: np.ndarray | None) -> list[str]:
         """After a forget: no index file may keep the erased codes. Every index file is
-        caught up (even one due for a rebuild) or deleted, and killed writers' temporary
-        files are removed. Returns what could not be done, as messages."""
+        caught up (even one due for a rebuild) or deleted — deleted too when a coarse
+        centroid is one of the `forgotten` vectors (None: not known, so always) — and killed
+        writers' temporary files are removed. Returns what could not be done, as messages."""
         problems = []
         with self._locked():
             left = remove_stale_temps(self.path)
@@ -206,6 +207,8 @@ class GalleryIndex:
             ann = self.ann if self.ann is not None else self._load()
             if ann is not None and not self._usable(ann, self._fresh_snapshot()):
                 ann = None
+            if ann is not None and (forgotten is None or ann.centroid_of(forgotten)):
+                ann = None  # rebuilt without them by the next search
             self.ann = ann
             if ann is None:
                 try:
