@@ -398,6 +398,20 @@ def test_damaged_gallery_files_give_one_line_errors(tmp_path):
         _ops(path, rng)  # any other exception fails the test, with its traceback
 
 
+def test_damaged_name_bytes_are_a_one_line_error(tmp_path):
+    rng = np.random.default_rng(14)
+    path = tmp_path / "g.db"
+    with Gallery(path, model_id=MODEL) as g:
+        g.enroll_embeddings("Ada Lovelace-Byron", unit(rng, 1))
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"Lovelace", b"Love\xff\xfece"))  # not UTF-8 any more
+    with (
+        Gallery(path, model_id=MODEL) as g,
+        pytest.raises(ConvlensError, match="corrupt gallery database"),
+    ):
+        g.people()  # UnicodeDecodeError traceback before
+
+
 def test_damaged_metadata_is_a_one_line_error(tmp_path):
     rng = np.random.default_rng(12)
     path = tmp_path / "g.db"

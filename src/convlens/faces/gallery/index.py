@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -201,6 +202,8 @@ class GalleryIndex:
         centroid is one of the `forgotten` vectors (None: not known, so always) — and killed
         writers' temporary files are removed. Returns what could not be done, as messages."""
         problems = []
+        if self.ann is None and not self.path.exists() and not self._temps():
+            return problems  # no index, and nobody is writing one
         with self._locked():
             left = remove_stale_temps(self.path)
             problems += [f"{p}: a temporary index file could not be removed" for p in left]
@@ -223,6 +226,9 @@ class GalleryIndex:
                 if self.path.exists():
                     problems.append(f"{self.path}: cannot be rewritten ({e.strerror})")
         return problems
+
+    def _temps(self) -> list:
+        return list(self.path.parent.glob(glob.escape(self.path.name) + ".*.tmp"))
 
     def _fresh_snapshot(self) -> _Snapshot:
         self._snap = None

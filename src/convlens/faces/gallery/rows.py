@@ -37,14 +37,22 @@ class DiskFull(ConvlensError):
     """The disk (or the database's size limit) is full; the transaction was rolled back."""
 
 
-def db_error(path: Path, e: sqlite3.Error) -> ConvlensError:
+# What reading or writing the database raises: SQLite's errors, and text columns whose bytes
+# are damaged (sqlite3 decodes them as UTF-8).
+DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
+def db_error(path: Path, e: Exception) -> ConvlensError:
     """One line for an SQLite error; a full disk is said so (nothing of it was stored)."""
+    text = " ".join(str(e).split())  # one line, whatever damaged text it quotes
+    if isinstance(e, UnicodeDecodeError) or "decode" in text:
+        return ConvlensError(f"{path}: corrupt gallery database (damaged text)")
     code = getattr(e, "sqlite_errorcode", None)
     if code == sqlite3.SQLITE_FULL:
         return DiskFull(f"{path}: disk full; nothing of this change was stored")
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return ConvlensError(f"{path}: corrupt gallery database ({e})")
-    return ConvlensError(f"{path}: gallery database error ({e})")
+        return ConvlensError(f"{path}: corrupt gallery database ({text})")
+    return ConvlensError(f"{path}: gallery database error ({text})")
 
 
 def _intact(row: Sequence, width: int) -> bool:

@@ -131,7 +131,7 @@ def connect(path: Path | None, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.
         if path is None:
             _create(con, Path(":memory:"))
         _setup(con, path)
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         con.close()
         raise ConvlensError(f"{path}: corrupt gallery database ({e})") from None
     except BaseException:

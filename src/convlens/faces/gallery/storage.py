@@ -30,7 +30,7 @@ import numpy as np
 
 from convlens.errors import ConvlensError
 from convlens.faces.gallery.enrolment import EnrolmentRows
-from convlens.faces.gallery.rows import ROW_COLUMNS, NoSuchPerson, db_error, unpack
+from convlens.faces.gallery.rows import DB_ERRORS, ROW_COLUMNS, NoSuchPerson, db_error, unpack
 from convlens.faces.gallery.schema import (
     BUSY_TIMEOUT_S,
     check_gallery_file,
@@ -90,13 +90,13 @@ class GalleryStore(EnrolmentRows):
     def one(self, sql: str, args: Sequence = ()):
         try:
             return self.con.execute(sql, args).fetchone()
-        except sqlite3.Error as e:
+        except DB_ERRORS as e:
             raise db_error(self.path, e) from None
 
     def all(self, sql: str, args: Sequence = ()):
         try:
             return self.con.execute(sql, args).fetchall()
-        except sqlite3.Error as e:
+        except DB_ERRORS as e:
             raise db_error(self.path, e) from None
 
     def read(self, fn):
@@ -108,7 +108,7 @@ class GalleryStore(EnrolmentRows):
                 return fn(con)
             finally:
                 con.execute("COMMIT")
-        except sqlite3.Error as e:
+        except DB_ERRORS as e:
             raise db_error(self.path, e) from None
 
     def write(self, fn):
@@ -128,7 +128,7 @@ class GalleryStore(EnrolmentRows):
                     with contextlib.suppress(sqlite3.Error):
                         con.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as e:
+        except DB_ERRORS as e:
             raise db_error(self.path, e) from None
         return result
 
