@@ -76,6 +76,21 @@ def test_forget_plain_leaves_no_byte(tmp_path):
         assert len(g) == 100
 
 
+def test_forget_finds_and_removes_copies_that_secure_delete_missed(tmp_path):
+    """Page rebalancing can leave stale copies in free space (the fault run found a name):
+    forget looks for the traces in the file and rebuilds it (VACUUM) when one is there.
+    Simulated by switching secure_delete off, so the deleted cells stay where they were."""
+    rng = np.random.default_rng(15)
+    path = tmp_path / "g.db"
+    with Gallery(path, model_id=MODEL) as g:
+        g.enroll_batch([f"p{i}" for i in range(40)], unit(rng, 40))
+        vecs = enrol_victim(g, rng)
+        g._store.con.execute("PRAGMA secure_delete = OFF")
+        g.forget(VICTIM)
+        assert residue(tmp_path, victim_needles(vecs)) == {}
+        assert len(g) == 40
+
+
 def _index_ids(index_file) -> set[int]:
     """Every embedding id with codes in the index file."""
     import faiss

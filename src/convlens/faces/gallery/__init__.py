@@ -172,6 +172,7 @@ class Gallery:
         """
         name = self._store.check_name(name)
         pending = self._store.erasure_pending()
+        traces = self._store.traces(name)
         try:
             vectors = self._store.person_vectors(name)  # for the index's centroids
         except (NoSuchPerson, DamagedRow):
@@ -183,7 +184,7 @@ class Gallery:
                 raise
             erased = 0
         problems = self._index.erased(vectors)
-        wal = self._store.scrub()
+        wal = self._store.scrub(traces)
         if wal:
             problems.append(wal)
         if problems:

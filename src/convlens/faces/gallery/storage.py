@@ -12,14 +12,16 @@ another. Every vector read is checked against its row checksum (rows.py).
 `GalleryStore` is the storage interface the rest of the gallery uses (another backend
 implements the same public methods): reading — `meta`, `model_id`, `dim`, `people`, `count`,
 `person_id`, `person_vectors`, `vectors_by_person`, `vectors_by_id`, `fetch`, `last_change`,
-`changes_since`, `version`; writing — `enroll_embeddings`, `enroll_batch`, `forget`,
-`rename`, `store_threshold`, `scrub`; `check_model`, `check_name`, `close`.
+`changes_since`, `version`, `read`, `meta_value`, `traces`, `erasure_pending`; writing —
+`write`, `enroll_embeddings`, `enroll_batch`, `forget`, `rename`, `store_threshold`,
+`scrub`, `erasure_done`; `check_model`, `check_name`, `close`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -47,6 +49,15 @@ class Person:
     name: str
     created: str
     photos: int
+
+
+def _found(path: Path, needles: Sequence[bytes]) -> bool:
+    """Whether any of the byte strings occurs in the file (searched without reading it all
+    into memory)."""
+    if not needles or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return any(m.find(n) >= 0 for n in needles)
 
 
 class GalleryStore(EnrolmentRows):
@@ -252,13 +263,44 @@ class GalleryStore(EnrolmentRows):
     def erasure_pending(self) -> bool:
         return self.on_disk and self.meta("erasure_pending") is not None
 
-    def scrub(self) -> str | None:
+    def traces(self, name: str) -> list[bytes]:
+        """What erasure must leave nowhere: the person's vector bytes, photo paths and name
+        (a name under 4 bytes is left out: it occurs by chance in other data)."""
+
+        def rows(con):
+            sql = "SELECT e.vector, e.source FROM embeddings e JOIN people p ON p.id = e.person_id"
+            return con.execute(sql + " WHERE p.name = ?", (name,)).fetchall()
+
+        found = self.read(rows)
+        out = {r[0] for r in found if isinstance(r[0], bytes)}
+        out |= {r[1].encode() for r in found if isinstance(r[1], str) and r[1]}
+        return sorted(out) + ([name.encode()] if len(name.encode()) >= 4 else [])
+
+    def scrub(self, traces: Sequence[bytes] = ()) -> str | None:
         """Overwrite what deleted rows left in the files: checkpoint the WAL into the main
-        file and truncate it. None when done; otherwise what remains and why (a reader kept
-        an older snapshot open for longer than the busy timeout). Run again later to finish.
+        file and truncate it, then look for the `traces` in the main file; SQLite's
+        secure_delete misses stale copies that page rebalancing left in free space, so a
+        trace found there is removed by VACUUM (rebuilding the file). None when done;
+        otherwise what remains and why. Run again later to finish.
         """
         if not self.on_disk:
             return None
+        busy = self._checkpoint()
+        if busy:
+            return busy
+        if _found(self.path, traces):
+            try:
+                self.con.execute("VACUUM")
+            except sqlite3.Error as e:
+                return f"stale copies remain in {self.path.name} (VACUUM failed: {e})"
+            busy = self._checkpoint()
+            if busy:
+                return busy
+            if _found(self.path, [t for t in traces if len(t) >= 16]):
+                return f"stale copies remain in {self.path.name} after VACUUM"
+        return None
+
+    def _checkpoint(self) -> str | None:
         wal = self.path.with_name(self.path.name + "-wal")
         try:
             busy = self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
