@@ -130,6 +130,8 @@ def rates(rows: list[dict], split: str, mode: str) -> dict:
     out = {}
     for kind in ("live", *KINDS):
         sel = [r for r in rows if r["split"] == split and r["kind"] == kind]
+        if mode == "active" and kind == "live":  # only clips where the person does blink
+            sel = [r for r in sel if r["blink"]]
         if not sel:
             continue
         if kind == "live":
@@ -146,7 +148,14 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=12)
     ap.add_argument("--work", type=Path, default=Path("/tmp/convlens-liveness-clips"))
     ap.add_argument("--dump", action="store_true", help="print every clip's measures")
+    ap.add_argument("--report-only", action="store_true", help="recompute rates from the JSON")
     args = ap.parse_args()
+    if args.report_only:
+        result = json.loads((HERE / "results" / "liveness.json").read_text())
+        result["rates"] = {s: {m: rates(result["clips"], s, m) for m in ("passive", "active")}
+                           for s in ("dev", "test")}  # fmt: skip
+        _write(result)
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -182,6 +191,10 @@ def main() -> None:
         },
         "clips": rows,
     }
+    _write(result)
+
+
+def _write(result: dict) -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "liveness.json").write_text(json.dumps(result, indent=1, default=float))

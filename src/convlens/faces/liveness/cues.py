@@ -4,7 +4,6 @@
 
 * pose / parallax / nonrigid between this frame and frames ~0.2 s and ~0.5 s earlier
   (geometry.pair_motion);
-* stillness: how far the landmarks and the face's pixels moved (a frozen image does not);
 * loop: whether the landmark sequence repeats itself exactly (a looped clip);
 * context: whether the image *around* the face (the paper or screen it is on) moves with the
   face. A live head moves in front of a still background; a photo moves its surroundings with
@@ -31,7 +30,7 @@ from convlens.faces.liveness.geometry import (
 LAGS_S = (0.2, 0.5)  # frame-pair spans: long enough to see motion, short enough to track
 HISTORY_S = 4.0
 LOOP_MIN_LAG_S = 0.4
-LOOP_WINDOW_S = 0.8
+LOOP_WINDOW_S = 0.4  # shorter than the shortest loop worth catching
 
 
 def _cv2():
@@ -45,12 +44,9 @@ class CueState:
     fps: float = 25.0
     times: deque = field(default_factory=deque)
     points: deque = field(default_factory=deque)
-    crops: deque = field(default_factory=deque)
     pose: list = field(default_factory=list)
     parallax: list = field(default_factory=list)
     nonrigid: list = field(default_factory=list)
-    still_px: list = field(default_factory=list)  # mean |Δ pixel| of the face, frame to frame
-    still_lm: list = field(default_factory=list)  # max landmark move, IOD units
     follow: list = field(default_factory=list)  # fraction of context points moving with the face
     loop_error: float = float("inf")
     _prev_gray: np.ndarray | None = None
@@ -64,17 +60,14 @@ class CueState:
         p = np.asarray(points, np.float64)
         if len(p) != 68:
             raise ValueError("liveness cues need 68-point landmarks")
-        crop = _face_crop(gray, p) if gray is not None else None
         if self.times:
             self._pairs(time, p)
-            self._stillness(p, crop)
         if gray is not None:
             self._context(gray, p)
         self.times.append(time)
         self.points.append(p)
-        self.crops.append(crop)
         while self.times and time - self.times[0] > HISTORY_S:
-            self.times.popleft(), self.points.popleft(), self.crops.popleft()
+            self.times.popleft(), self.points.popleft()
         self._loop()
 
     def _pairs(self, time: float, p: np.ndarray) -> None:
@@ -86,12 +79,6 @@ class CueState:
             self.pose.append(pose)
             self.parallax.append(par)
             self.nonrigid.append(nr)
-
-    def _stillness(self, p: np.ndarray, crop: np.ndarray | None) -> None:
-        prev = self.points[-1]
-        self.still_lm.append(float(np.abs(p - prev).max()) / interocular(p))
-        if crop is not None and self.crops[-1] is not None:
-            self.still_px.append(float(np.abs(crop - self.crops[-1]).mean()))
 
     def _loop(self) -> None:
         """Smallest mean landmark error between the last LOOP_WINDOW_S of frames and an earlier
@@ -151,16 +138,6 @@ def _canonical(p: np.ndarray) -> np.ndarray:
     c, s = d / max(np.linalg.norm(d), 1e-9)
     rot = np.array([[c, s], [-s, c]])
     return (p - centre) @ rot.T / iod
-
-
-def _face_crop(gray: np.ndarray, p: np.ndarray, size: int = 32) -> np.ndarray | None:
-    x0, y0 = np.floor(p.min(0)).astype(int)
-    x1, y1 = np.ceil(p.max(0)).astype(int)
-    h, w = gray.shape
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 - x0 < 8 or y1 - y0 < 8:
-        return None
-    return _cv2().resize(gray[y0:y1, x0:x1], (size, size), interpolation=3).astype(np.float32)
 
 
 def _ring_points(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
