@@ -19,6 +19,7 @@ from convlens.faces.cli_common import add_db, emit, open_gallery
 from convlens.faces.liveness.challenge import ACTIONS
 
 MAX_EVERY = 1000
+MAX_FRAMES = 10_000_000  # about 4.6 days at 25 fps
 
 
 def _actions(text: str) -> tuple[str, ...]:
@@ -61,7 +62,7 @@ def add_stream_options(p, encoder: bool = True) -> None:
         metavar="S",
         help="seconds to wait for a stream before giving up (default 10)",
     )
-    p.add_argument("--max-frames", type=opt.int_range(1, None), default=None, metavar="N")
+    p.add_argument("--max-frames", type=opt.int_range(1, MAX_FRAMES), default=None, metavar="N")
     if encoder:
         opt.add_model(p, "face encoder", default=None)
         opt.add_device(p)
