@@ -31,6 +31,7 @@ NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp
 # Frames larger than this are refused before decoding (a 8K frame is 33 MP).
 MAX_FRAME_PIXELS = 40_000_000
 DEFAULT_TIMEOUT_S = 10.0
+MPEG1_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0)  # the only ones it encodes
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,10 @@ class VideoWriter:
         suffix = self.path.suffix.lower()
         if suffix not in (*self.CODECS, ".gif"):
             raise ConvlensError(f"{self.path}: write .mp4, .webm, .mkv, .mpg or .gif")
+        if suffix == ".mpg" and round(float(fps), 3) not in MPEG1_RATES:
+            raise ConvlensError(
+                f"{self.path}: MPEG-1 takes only {', '.join(map(str, MPEG1_RATES))} fps"
+            )
         self._suffix = suffix
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part{suffix}")
         self.fps = Fraction(fps).limit_denominator(1000)
