@@ -137,7 +137,10 @@ def render(frames, size, fps, seconds, kind, rng, bg: np.ndarray, fill: float):
     for i in range(int(round(seconds * fps))):
         t = i / fps
         shown = frames[min(i, len(frames) - 1)] if len(frames) > 1 else frames[0]
-        plane = _paper(shown, rng) if kind == "print" else _screen(shown, rng, t)
+        if kind != "print":
+            plane = _screen(shown, rng, t)
+        elif i == 0 or len(frames) > 1:  # paper does not change: render it once for a still
+            plane = _paper(shown, rng)
         hmat = _homography(plane.shape[:2], (h, w), *hand.pose(t), fill=fill)
         warped = cv2.warpPerspective(plane, hmat, (w, h), flags=cv2.INTER_LINEAR)
         mask = cv2.warpPerspective(np.ones(plane.shape[:2], np.uint8), hmat, (w, h))
@@ -164,6 +167,8 @@ def make_attack(
         raise ValueError(f"kind must be one of {KINDS}")
     rng = np.random.default_rng(seed)
     frames = source if isinstance(source, list) else [source]
+    # What is shown is at most 480 px: more detail than the camera resolves, and fast.
+    frames = [_shrink(f, 480) for f in frames]
     frames = [
         cv2.resize(f, (int(f.shape[1] * size[0] / f.shape[0]), size[0]))
         if kind in ("frozen", "loop")
@@ -187,6 +192,15 @@ def make_attack(
         for f in clip:
             out.write(f)
     return path
+
+
+def _shrink(rgb: np.ndarray, longest: int) -> np.ndarray:
+    s = longest / max(rgb.shape[:2])
+    if s >= 1:
+        return rgb
+    return cv2.resize(
+        rgb, (int(rgb.shape[1] * s), int(rgb.shape[0] * s)), interpolation=cv2.INTER_AREA
+    )
 
 
 def _fit(rgb: np.ndarray, size) -> np.ndarray:
