@@ -41,3 +41,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def liveness_dir() -> Path:
+    return _shared("liveness")
+
+
+@pytest.fixture(scope="session")
+def attack_clips():
+    """benchmarks/attack_clips.py, the generator of presentation-attack clips."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import attack_clips
+
+    return attack_clips

@@ -52,6 +52,7 @@ ACCEPTED: dict[tuple[str, str], set[str]] = {
     ("style", "--style-weights"): {"0"},
     ("style", "--layer-weights"): {"0"},
     ("faces encode", "--jitter"): {"0"},  # no jittered copies
+    ("faces watch", "--camera"): {"0"},  # the first webcam
     ("train triplet", "--weight-decay"): {"0"},
     ("train siamese", "--weight-decay"): {"0"},
     ("train triplet", "--grad-clip"): {"0"},  # 0 = no clipping

@@ -73,3 +73,15 @@ def test_writer_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ConvlensError, match="write .mp4"):
         VideoWriter(tmp_path / "o.txt")
+
+
+def test_mpeg1_like_the_grid_corpus(tmp_path):
+    path = tmp_path / "c.mpg"
+    with VideoWriter(path, fps=25) as out:
+        for i in range(10):
+            out.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    frames = list(read_frames(path))
+    assert len(frames) == 10 and frames[0].rgb.shape == (48, 64, 3)
+    assert abs(int(frames[9].rgb.mean()) - 180) < 8
+    with pytest.raises(ConvlensError, match="MPEG-1"):
+        VideoWriter(tmp_path / "d.mpg", fps=10)

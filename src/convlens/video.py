@@ -31,6 +31,7 @@ NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp
 # Frames larger than this are refused before decoding (a 8K frame is 33 MP).
 MAX_FRAME_PIXELS = 40_000_000
 DEFAULT_TIMEOUT_S = 10.0
+MPEG1_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0)  # the only ones it encodes
 
 
 @dataclass(frozen=True)
@@ -185,23 +186,38 @@ def is_video(path: str | os.PathLike) -> bool:
 
 
 class VideoWriter:
-    """Writes RGB uint8 frames to MP4 (H.264), WebM (VP9) or an animated GIF by suffix.
+    """Writes RGB uint8 frames to MP4 (H.264), WebM (VP9), MPEG-1 (.mpg) or an animated GIF.
 
-    The frame size is taken from the first frame (even sizes are padded for H.264). The file
+    The frame size is taken from the first frame (even sizes are padded for H.264). bit_rate
+    (bits/s) sets the encoder's target where the codec takes one (MPEG-1 needs one: 1.2 Mbit/s,
+    the GRID corpus's, by default). The file
     is written under a temporary name and renamed on close, so a failed run leaves no half
     video at the output path.
     """
 
-    CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
+    CODECS = {
+        ".mp4": "libx264",
+        ".m4v": "libx264",
+        ".mkv": "libx264",
+        ".webm": "libvpx-vp9",
+        ".mpg": "mpeg1video",
+    }
 
-    def __init__(self, path: str | os.PathLike, fps: float = 25.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike, fps: float = 25.0, bit_rate: int | None = None
+    ) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in (*self.CODECS, ".gif"):
-            raise ConvlensError(f"{self.path}: write .mp4, .webm, .mkv or .gif")
+            raise ConvlensError(f"{self.path}: write .mp4, .webm, .mkv, .mpg or .gif")
+        if suffix == ".mpg" and round(float(fps), 3) not in MPEG1_RATES:
+            raise ConvlensError(
+                f"{self.path}: MPEG-1 takes only {', '.join(map(str, MPEG1_RATES))} fps"
+            )
         self._suffix = suffix
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part{suffix}")
         self.fps = Fraction(fps).limit_denominator(1000)
+        self.bit_rate = bit_rate or (1_200_000 if suffix == ".mpg" else None)
         self._container = None
         self._stream = None
         self.frames = 0
@@ -215,6 +231,8 @@ class VideoWriter:
         else:
             self._stream = self._container.add_stream(self.CODECS[self._suffix], rate=self.fps)
             self._stream.pix_fmt = "yuv420p"
+            if self.bit_rate:
+                self._stream.bit_rate = int(self.bit_rate)
         self._stream.width, self._stream.height = w + w % 2, h + h % 2
 
     def write(self, rgb: np.ndarray) -> None:

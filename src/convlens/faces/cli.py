@@ -59,6 +59,9 @@ def register(subparsers) -> None:
 
     gallery_cli.register(sub)
     calibrate_cli.register(sub)
+    from convlens.faces.video import cli as video_cli  # watch; verify --live
+
+    video_cli.register(sub)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:

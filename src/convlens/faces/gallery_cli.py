@@ -21,6 +21,7 @@ from convlens.faces.cli_common import (
     open_gallery,
     photo_arguments,
 )
+from convlens.faces.video import cli as video_cli
 
 MAX_CANDIDATES = 1000
 
@@ -50,9 +51,10 @@ def register(faces_subparsers) -> None:
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("verify", help="is the face in this photo NAME (1:1); exit 0 if so")
-    p.add_argument("photo", metavar="PHOTO", type=opt.existing_path("file"))
+    p.add_argument("photo", metavar="PHOTO", type=opt.existing_path("file"), nargs="?")
     p.add_argument("--as", dest="name", required=True, metavar="NAME")
     _common(p, verifier=True, quiet=False)
+    video_cli.add_live_options(p)  # verify --live SOURCE (faces/video/cli.py)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("people", help="list the people in the gallery")
@@ -163,6 +165,10 @@ def _describe(path, matches) -> str:
 
 
 def cmd_verify(args) -> int:
+    if args.live is not None:
+        return video_cli.cmd_verify_live(args)
+    if args.photo is None:
+        raise ConvlensError("give a PHOTO, or --live SOURCE for a video")
     with open_gallery(args) as g:
         v = g.verify(args.photo, args.name)
     if args.json:
