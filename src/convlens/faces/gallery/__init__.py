@@ -31,7 +31,7 @@ from convlens.faces.gallery.policy import (
     Verdict,
 )
 from convlens.faces.gallery.schema import APPLICATION_ID, SCHEMA_VERSION, check_gallery_file
-from convlens.faces.gallery.storage import EnrollResult, GalleryStore, Person, file_hash
+from convlens.faces.gallery.storage import EnrollResult, GalleryStore, Person, Photo, file_hash
 
 __all__ = [
     "APPLICATION_ID",
@@ -43,6 +43,7 @@ __all__ = [
     "FaceMatch",
     "Gallery",
     "Person",
+    "Photo",
     "Verdict",
     "check_gallery_file",
 ]
@@ -158,6 +159,22 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> None:
         self._store.rename(old, new)
+
+    def photos(self, name: str) -> list[Photo]:
+        """The embeddings enrolled for `name` (id, source, sha256, box, created)."""
+        return self._store.photos(name)
+
+    def forget_photo(self, name: str, photo_id: int) -> None:
+        """Erase one embedding of `name`; forgetting the last one forgets the person."""
+        self._store.forget_photo(name, photo_id)
+        self._index.erased()
+        self._store.truncate_wal()
+
+    def labelled_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every embedding (n, D) float32 and its person's name (n,), e.g. to calibrate τ
+        on the gallery itself (faces.calibrate.pair_scores)."""
+        pids, vecs, names = self._store.vectors_by_person()
+        return vecs, np.asarray([names[int(p)] for p in pids], dtype=object)
 
     # -- enrolment -------------------------------------------------------------------------------
 

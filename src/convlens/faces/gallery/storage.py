@@ -35,6 +35,18 @@ class Person:
 
 
 @dataclass
+class Photo:
+    """One enrolled embedding: its id, the photo's path (None for an image sent as pixels),
+    its SHA-256, the face box and when it was stored."""
+
+    id: int
+    source: str | None
+    sha256: str | None
+    box: list[int] | None
+    created: str
+
+
+@dataclass
 class EnrollResult:
     name: str
     added: list[int] = field(default_factory=list)  # embedding ids
@@ -201,6 +213,37 @@ class GalleryStore:
             return ids
 
         return self.write(tx)
+
+    def photos(self, name: str) -> list[Photo]:
+        pid = self.person_id(self.check_name(name))
+        rows = self.all(
+            "SELECT id, source, sha256, box, created FROM embeddings WHERE person_id = ? "
+            "ORDER BY id",
+            (pid,),
+        )
+        return [Photo(i, src, h, json.loads(b) if b else None, c) for i, src, h, b, c in rows]
+
+    def forget_photo(self, name: str, photo_id: int) -> None:
+        """Delete one embedding of `name` (logged); the person goes with their last one."""
+        name = self.check_name(name)
+
+        def tx(con):
+            row = con.execute(
+                "SELECT e.person_id FROM embeddings e JOIN people p ON p.id = e.person_id "
+                "WHERE e.id = ? AND p.name = ?",
+                (int(photo_id), name),
+            ).fetchone()
+            if row is None:
+                raise ConvlensError(f"no photo {photo_id} of {name!r} in the gallery {self.path}")
+            con.execute("INSERT INTO change_log (embedding_id, op) VALUES (?, -1)", (photo_id,))
+            con.execute("DELETE FROM embeddings WHERE id = ?", (int(photo_id),))
+            con.execute(
+                "DELETE FROM people WHERE id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM embeddings WHERE person_id = ?)",
+                (row[0], row[0]),
+            )
+
+        self.write(tx)
 
     def truncate_wal(self) -> None:
         # Readers still active: the WAL is truncated at a later checkpoint.
