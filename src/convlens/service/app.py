@@ -116,21 +116,6 @@ def check_name(name) -> str:
     return name
 
 
-def _security_headers(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers["x-content-type-options"] = "nosniff"
-        response.headers["referrer-policy"] = "no-referrer"
-        if request.url.path.startswith("/app"):
-            response.headers["x-frame-options"] = "DENY"
-            response.headers["content-security-policy"] = (
-                "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-                "object-src 'none'; frame-ancestors 'none'"
-            )
-        return response
-
-
 def create_app(config: ServiceConfig) -> FastAPI:
     """The service over `config.db`; routes under /api/v1, the page under /app/."""
     from convlens.service import routes_faces, routes_people, routes_style
@@ -149,7 +134,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     app.state.service = Service(config)
     errors.install(app, hide=str(config.db))
-    _security_headers(app)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,

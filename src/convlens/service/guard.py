@@ -23,6 +23,18 @@ class BodyTooSlow(Exception):
     pass
 
 
+_SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+# The web page runs only its own files: no inline script, no other origin, no framing.
+_PAGE_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+        b"object-src 'none'; frame-ancestors 'none'",
+    ),
+]
+
+
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
@@ -30,7 +42,8 @@ def _error_body(code: str, message: str) -> bytes:
 class RequestGuard:
     """ASGI middleware: refuses bodies over `max_body` (by Content-Length, or counted while
     they stream in), gives up on a body whose next piece takes over `body_timeout` seconds,
-    and logs method, route, status and time."""
+    adds security headers, and logs method, path, status and time. Plain ASGI on purpose:
+    Starlette's BaseHTTPMiddleware would wrap these exceptions in exception groups."""
 
     def __init__(self, app, max_body: int, body_timeout: float):
         self.app = app
@@ -46,6 +59,10 @@ class RequestGuard:
         async def send_logged(message):
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
+                extra = _SECURITY_HEADERS + (
+                    _PAGE_HEADERS if scope["path"].startswith("/app") else []
+                )
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         async def guarded_receive():
