@@ -57,6 +57,7 @@ $("#key-form").addEventListener("submit", guard(async (ev) => {
 }));
 
 function showTab(name) {
+  say("");
   for (const b of document.querySelectorAll("nav button")) {
     b.setAttribute("aria-pressed", String(b.dataset.tab === name));
   }
