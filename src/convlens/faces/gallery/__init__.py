@@ -21,6 +21,7 @@ from convlens.errors import ConvlensError
 from convlens.faces import search as _search
 from convlens.faces.box import Box
 from convlens.faces.detect import DEFAULT_DETECTOR
+from convlens.faces.gallery import postgres as _postgres
 from convlens.faces.gallery.index import GalleryIndex
 from convlens.faces.gallery.policy import (
     DEFAULT_THRESHOLD,
@@ -83,9 +84,12 @@ class Gallery:
         if self._encoder_loaded:
             self._model_id = getattr(encoder, "model_id", model_id)
         self.encode_options = {"detector": DEFAULT_DETECTOR, **(encode_options or {})}
-        self._store = GalleryStore(path, create=create)
+        if _postgres.is_database_url(path):  # several machines share one PostgreSQL gallery
+            self._store, self._index = _postgres.open_gallery(path, create)
+        else:
+            self._store = GalleryStore(path, create=create)
+            self._index = GalleryIndex(self._store)
         self.path = self._store.path
-        self._index = GalleryIndex(self._store)
         self._policy = ThresholdPolicy(self._store, verifier)
         if self._model_id is not None:
             try:
