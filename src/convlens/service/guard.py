@@ -109,20 +109,27 @@ async def _plain_error(send, status: int, code: str, message: str) -> None:
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol that closes a connection whose request line and headers
     have not all arrived within `header_timeout` seconds (slowloris): uvicorn alone waits
-    for them for ever."""
+    for them for ever. Checked every `header_timeout` seconds: a connection that never sent
+    a request, or holds part of one while no request is being answered, is closed; an idle
+    keep-alive connection is left to uvicorn's keep-alive timeout."""
 
     header_timeout = 10.0
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        self._served = False
         self._header_deadline = self.loop.call_later(self.header_timeout, self._check_headers)
 
     def _check_headers(self) -> None:
+        if self.transport.is_closing():
+            return
         waiting = self.cycle is None or self.cycle.response_complete
-        if waiting and not self.transport.is_closing():
+        partial = bool(self.conn.trailing_data[0])
+        self._served = self._served or self.cycle is not None
+        if waiting and (partial or not self._served):
             self.transport.close()  # nothing useful came in time
-        elif not self.transport.is_closing():
-            self._header_deadline = self.loop.call_later(self.header_timeout, self._check_headers)
+            return
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._check_headers)
 
     def connection_lost(self, exc) -> None:
         self._header_deadline.cancel()

@@ -8,12 +8,14 @@ its scope and every lower one allow.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,17 +79,24 @@ class KeyStore:
         self._verified: dict[bytes, str] = {}  # sha256(key) -> key id, checked this process
         self._lock = threading.Lock()
         with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")  # persistent: readers never wait on a revoke
             con.executescript(_SCHEMA)
         # Hashes are not secrets, but nobody else needs to read them.
         os.chmod(self.path, 0o600)
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one short job (autocommit), closed after it."""
         try:
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except sqlite3.Error as e:
             raise ConvlensError(f"{self.path}: cannot open the key file ({e})") from None
-        con.execute("PRAGMA journal_mode=WAL")
-        return con
+        try:
+            yield con
+        except sqlite3.DatabaseError as e:
+            raise ConvlensError(f"{self.path}: key file error ({e})") from None
+        finally:
+            con.close()
 
     def create(self, name: str, scope: str) -> tuple[ApiKey, str]:
         """A new key: (its record, the plain key to show once)."""

@@ -144,17 +144,13 @@ class PostgresStore:
             )
 
     def _claim_model(self, cur, model_id: str, dim: int) -> None:
-        """In a write: record the encoder and fix the vector width (with its HNSW index)."""
+        """In a write: record the encoder and fix the vector width (HNSW needs one)."""
         cur.execute("SELECT key, value FROM convlens_meta WHERE key IN ('model_id', 'dim')")
         stored = dict(cur.fetchall())
         if not stored:
             cur.execute("INSERT INTO convlens_meta VALUES ('model_id', %s), ('dim', %s)",
                         (model_id, str(dim)))  # fmt: skip
             cur.execute(f"ALTER TABLE convlens_embeddings ALTER COLUMN vector TYPE vector({dim})")
-            cur.execute(
-                "CREATE INDEX IF NOT EXISTS convlens_embeddings_hnsw ON convlens_embeddings "
-                "USING hnsw (vector vector_l2_ops)"
-            )
             return
         if stored["model_id"] != model_id:
             raise ConvlensError(
@@ -374,12 +370,27 @@ class PostgresIndex:
 
     def __init__(self, store: PostgresStore):
         self.store = store
+        self._has_hnsw = False
 
     def close(self) -> None:
         pass
 
     def erased(self) -> None:
         """Nothing to do: the HNSW index forgets deleted rows with them."""
+
+    def _ensure_hnsw(self) -> None:
+        """Build the HNSW index the first time the gallery is big enough to need it: built
+        once over the rows is much faster than kept up row by row during a bulk load;
+        afterwards PostgreSQL keeps it up to date."""
+        if self._has_hnsw:
+            return
+        sql = "SELECT 1 FROM pg_indexes WHERE indexname = 'convlens_embeddings_hnsw'"
+        if self.store.one(sql) is None:
+            self.store.write(lambda cur: cur.execute(
+                "CREATE INDEX IF NOT EXISTS convlens_embeddings_hnsw ON convlens_embeddings "
+                "USING hnsw (vector vector_l2_ops)"
+            ))  # fmt: skip
+        self._has_hnsw = True
 
     def search(self, queries: np.ndarray, k: int = 1) -> list[list[tuple[str, float]]]:
         q = _search.check_vectors(queries, self.store.dim)
@@ -389,6 +400,7 @@ class PostgresIndex:
                 "JOIN convlens_people p ON p.id = e.person_id GROUP BY p.name ORDER BY d LIMIT %s"
             )
             return [[(n, float(d)) for n, d in self.store.all(sql, (_text(v), k))] for v in q]
+        self._ensure_hnsw()
         shortlist = max(64, 16 * k)
         self.store._run(
             lambda: self.store.con.execute(f"SET hnsw.ef_search = {min(1000, shortlist)}")
