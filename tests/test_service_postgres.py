@@ -174,3 +174,15 @@ def test_two_replicas_share_one_gallery(url, tmp_path):
         )
         urllib.request.urlopen(req, timeout=30).close()
         assert b.get_json("/api/v1/people/r000/photos", keys["read"])[0] == 404
+
+
+def test_urls_are_shown_without_their_password():
+    from convlens.faces.gallery.postgres import is_database_url, shown_url
+
+    assert shown_url("postgresql://ops:s3cret@db.example:5432/faces") == (
+        "postgresql://ops@db.example:5432/faces"
+    )
+    assert is_database_url("postgres://x@y/z") and not is_database_url("staff.db")
+    with pytest.raises(ConvlensError, match="cannot connect") as e:
+        Gallery("postgresql://ops:s3cret@127.0.0.1:1/faces")
+    assert "s3cret" not in str(e.value)

@@ -158,9 +158,6 @@ def announce(server, config) -> None:
 
 def _shown(db) -> str:
     """The gallery for the log: a database URL without its password."""
-    text = os.fspath(db)
-    if "://" in text and "@" in text:
-        scheme, rest = text.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
-    return text
+    from convlens.faces.gallery.postgres import is_database_url, shown_url
+
+    return shown_url(db) if is_database_url(db) else os.fspath(db)

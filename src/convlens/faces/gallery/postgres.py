@@ -45,7 +45,7 @@ def is_database_url(path) -> bool:
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """The URL without its password, for messages."""
     scheme, rest = url.split("://", 1)
     if "@" not in rest:
@@ -72,7 +72,7 @@ class PostgresStore:
         import psycopg
 
         self._errors = psycopg.Error
-        self.path = _shown(url)
+        self.path = shown_url(url)
         self.commits = 0
         try:
             self.con = psycopg.connect(url, autocommit=True)
