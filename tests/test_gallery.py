@@ -137,17 +137,19 @@ def test_wrong_dimension_and_nan_refused(gallery, rng):
 @pytest.mark.parametrize(
     "content",
     [b"", b"hello, this is not a database" * 10, b"SQLite format 3\x00" + bytes(range(256)) * 8],
-    ids=["empty-is-new", "text", "corrupt-sqlite"],
+    ids=["empty", "text", "corrupt-sqlite"],
 )
-def test_corrupt_or_foreign_file_refused_untouched(tmp_path, content):
+def test_corrupt_or_foreign_file_refused_untouched(tmp_path, content, rng):
     path = tmp_path / "g.db"
     path.write_bytes(content)
-    if not content:
-        Gallery(path, model_id=MODEL).close()  # an empty file holds nothing: becomes a gallery
-        return
-    with pytest.raises(ConvlensError, match="not a convlens gallery|corrupt"):
-        Gallery(path, model_id=MODEL)
+    # an empty file too: refused, never re-created
+    with (
+        pytest.raises(ConvlensError, match="not a convlens gallery|corrupt"),
+        Gallery(path, model_id=MODEL) as g,
+    ):
+        g.enroll_embeddings("alice", unit(rng, 1))
     assert path.read_bytes() == content
+    assert [p.name for p in tmp_path.iterdir()] == ["g.db"]
 
 
 def test_foreign_sqlite_database_refused_untouched(tmp_path):

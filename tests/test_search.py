@@ -57,8 +57,15 @@ def test_ivf_index_add_remove_save_load(tmp_path):
     ann.save(path)
     again = search.AnnIndex.load(path)
     assert again.size == 2990 and again.header.gallery_uuid == "uuid-1" and again.header.seq == 5
+    good = path.read_bytes()
     path.write_bytes(b"garbage")
-    assert search.AnnIndex.load(path) is None
+    with pytest.raises(search.IndexDamaged, match="format"):
+        search.AnnIndex.load(path)
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0x01  # one bit inside the FAISS bytes
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(search.IndexDamaged, match="checksum"):
+        search.AnnIndex.load(path)
     assert search.AnnIndex.load(tmp_path / "missing") is None
     assert not again.needs_rebuild(10_000) and again.needs_rebuild(20_000)
 

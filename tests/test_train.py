@@ -13,13 +13,8 @@ from convlens.train.trainer import TrainConfig, Trainer
 SIZE = 48  # the trainer and SmallConvNet take any chip size; small keeps the tests fast
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run fastest on one thread, and far faster when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny nets run fastest on one thread, and far faster when the CPU is shared.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic(people=6, per=4, seed=0, size=SIZE, prefix="p") -> ChipSet:

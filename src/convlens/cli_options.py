@@ -141,6 +141,12 @@ def output_file(*suffixes: str) -> Callable[[str], Path]:
 # -- the shared options ----------------------------------------------------------------------
 
 
+def add_group(subparsers, name: str, help: str, description: str, metavar: str = "COMMAND"):
+    """A command group (`convlens NAME SUBCOMMAND ...`); returns its subcommand adder."""
+    group = subparsers.add_parser(name, help=help, description=description)
+    return group.add_subparsers(dest=f"{name}_command", metavar=metavar, required=True)
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device",

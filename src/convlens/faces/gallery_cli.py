@@ -218,6 +218,8 @@ def cmd_forget(args) -> int:
         n = g.forget(args.name)
     if args.json:
         emit({"forgot": args.name, "embeddings": n})
+    elif n == 0:  # a second call that finished an erasure a reader had held up
+        print(f"forgot {args.name}: erasure finished")
     else:
         print(f"forgot {args.name}: {n} embedding(s) erased")
     return 0

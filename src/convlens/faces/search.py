@@ -15,16 +15,17 @@ from the database only when it is missing, belongs to another gallery, or the ga
 past `REBUILD_GROWTH` times the size it was trained for (lists get long, search slows).
 
 The index file is a single file written atomically (temporary file + rename): a magic line, a
-JSON header (gallery uuid, last change-log sequence applied, size trained for) and the FAISS
-bytes. The gallery keeps a change log (embedding id, +1 added / −1 removed); an index that is
+JSON header (gallery uuid, last change-log sequence applied, size trained for), a checksum of
+header and payload, and the FAISS bytes; a damaged file is detected before FAISS reads it.
+The gallery keeps a change log (embedding id, +1 added / −1 removed); an index that is
 behind catches up from the log instead of being rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,19 @@ from convlens.errors import ConvlensError
 # crossover is near 2·10⁴, where an index also builds in about a second.
 ANN_MIN_SIZE = 20_000
 REBUILD_GROWTH = 4.0
-INDEX_MAGIC = b"convlens-ivf-index 1\n"
+# Format 2 adds a checksum line (blake2b-128 of the header line and the FAISS bytes).
+INDEX_MAGIC = b"convlens-ivf-index 2\n"
+
+
+class IndexDamaged(ConvlensError):
+    """The index file is unreadable or fails its checksum; it can be rebuilt from the database."""
+
+
+def _digest(header: bytes, blob) -> bytes:
+    h = hashlib.blake2b(header, digest_size=16)
+    h.update(memoryview(blob))
+    return h.hexdigest().encode()
+
 
 if TYPE_CHECKING:
     import torch
@@ -179,41 +192,63 @@ class AnnIndex:
         index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
         return cls(index, IndexHeader(gallery_uuid, seq, n, nlist, dim))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write atomically: a crash leaves either the old file or the new one."""
+    def save(self, path: str | os.PathLike, mode_of: str | os.PathLike | None = None) -> None:
+        """Write atomically: a crash leaves either the old file or the new one.
+
+        The temporary file carries this process's pid (gallery/files.py), so a killed
+        writer's residue can be recognised and removed; `mode_of`: the file whose permission
+        bits the index takes (the gallery database).
+        """
         import faiss
+
+        from convlens.faces.gallery.files import follow_mode, temp_path
 
         path = Path(path)
         blob = faiss.serialize_index(self.index)
         header = json.dumps(self.header.__dict__).encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        tmp = temp_path(path)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "xb") as f:
+                if mode_of is not None:
+                    follow_mode(tmp, Path(mode_of))
                 f.write(INDEX_MAGIC)
                 f.write(header)
+                f.write(_digest(header, blob) + b"\n")
                 f.write(memoryview(blob))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         self.dirty = False
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AnnIndex | None:
-        """The index in `path`, or None when it is missing or unreadable (it gets rebuilt)."""
+        """The index in `path`; None when there is none. Raises IndexDamaged when the file is
+        unreadable, of an older format, or fails its checksum (header and FAISS bytes), so
+        that damage is never handed to FAISS (it answers wrongly or aborts on it)."""
         import faiss
 
         try:
             with open(path, "rb") as f:
-                if f.readline() != INDEX_MAGIC:
-                    return None
-                header = IndexHeader(**json.loads(f.readline()))
-                blob = np.frombuffer(f.read(), dtype=np.uint8)
-            index = faiss.deserialize_index(blob)
-        except (OSError, ValueError, TypeError, RuntimeError):
+                magic = f.readline()
+                header_line = f.readline()
+                digest = f.readline().rstrip(b"\n")
+                blob = f.read()
+        except FileNotFoundError:
             return None
+        except OSError as e:
+            raise IndexDamaged(f"{path}: cannot read the index ({e.strerror})") from None
+        if magic != INDEX_MAGIC:
+            raise IndexDamaged(f"{path}: not an index of this format")
+        if digest != _digest(header_line, blob):
+            raise IndexDamaged(f"{path}: index checksum mismatch (damaged file)")
+        try:
+            header = IndexHeader(**json.loads(header_line))
+            index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        except Exception as e:  # noqa: BLE001 - FAISS raises RuntimeError, MemoryError, ...
+            raise IndexDamaged(f"{path}: index cannot be loaded ({type(e).__name__})") from None
         return cls(index, header)
 
     # -- updates -----------------------------------------------------------------------------
@@ -237,6 +272,18 @@ class AnnIndex:
         removed = self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
         self.dirty = True
         return int(removed)
+
+    def centroid_of(self, vectors: np.ndarray) -> bool:
+        """Whether a coarse centroid is (to float precision) one of these vectors: a list
+        trained on a single vector stores that vector itself, which erasure must not keep."""
+        import faiss
+
+        if not len(vectors):
+            return False
+        quantizer = faiss.downcast_index(self.index.quantizer)
+        centroids = quantizer.reconstruct_n(0, quantizer.ntotal)
+        d, _ = exact_knn(np.array(vectors, np.float32), _torch(centroids), 1)
+        return bool((d[:, 0] <= 1e-6).any())
 
     def needs_rebuild(self, gallery_size: int) -> bool:
         return gallery_size > REBUILD_GROWTH * max(self.header.trained_for, 1)
@@ -275,6 +322,12 @@ class AnnIndex:
             out_d[row, : len(order)] = d[order]
             out_i[row, : len(order)] = ids[order]
         return out_d, out_i
+
+
+def _torch(array: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def default_nprobe(nlist: int) -> int:

@@ -60,13 +60,13 @@ def _add_network(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    group = subparsers.add_parser(
+    sub = opts.add_group(
+        subparsers,
         "inspect",
         help="look inside a ConvNet: layers, and the image patches that excite units most",
         description="Look inside a ConvNet (Zeiler & Fergus): for units of a layer, the image "
         "patches (receptive-field boxes) that excite them most over a folder of images.",
     )
-    sub = group.add_subparsers(dest="inspect_command", metavar="COMMAND", required=True)
     _register_layers(sub)
     _register_units(sub)
 

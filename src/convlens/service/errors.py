@@ -27,7 +27,9 @@ def from_library(e: ConvlensError, hide: str = "") -> ApiError:
     the gallery's path or URL, which a client has no business seeing."""
     text = str(e).replace(f" in the gallery {hide}", "") if hide else str(e)
     text = text.replace(hide, "the gallery") if hide else text
-    if text.startswith(("no one called", "no photo ")) or "no such gallery" in text:
+    from convlens.faces.gallery import NoSuchPerson
+
+    if isinstance(e, NoSuchPerson) or "no such gallery" in text:
         return ApiError(404, "not_found", text)
     if "already in the gallery" in text or "already enrolled as" in text:
         return ApiError(409, "conflict", text)

@@ -8,6 +8,7 @@ import sys
 
 from convlens.cli_options import (
     add_device,
+    add_group,
     add_json,
     add_quiet,
     check_outputs,
@@ -31,13 +32,14 @@ def _float(name: str):
 
 
 def register(subparsers) -> None:
-    group = subparsers.add_parser(
+    sub = add_group(
+        subparsers,
         "train",
         help="train a face encoder (triplet loss or Siamese pairs)",
         description="Train a face encoder on DIR/PERSON/photo.jpg; writes a model file that "
         "`convlens faces ... --model OUT.pt` loads.",
+        metavar="LOSS",
     )
-    sub = group.add_subparsers(dest="train_command", metavar="LOSS", required=True)
     triplet = sub.add_parser("triplet", help="triplet loss with in-batch mining")
     _common(triplet)
     triplet.add_argument(

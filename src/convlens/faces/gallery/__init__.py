@@ -22,6 +22,7 @@ from convlens.faces import search as _search
 from convlens.faces.box import Box
 from convlens.faces.detect import DEFAULT_DETECTOR
 from convlens.faces.gallery import postgres as _postgres
+from convlens.faces.gallery.enrolment import EnrollResult, file_hash
 from convlens.faces.gallery.index import GalleryIndex
 from convlens.faces.gallery.policy import (
     DEFAULT_THRESHOLD,
@@ -31,18 +32,28 @@ from convlens.faces.gallery.policy import (
     ThresholdPolicy,
     Verdict,
 )
-from convlens.faces.gallery.schema import APPLICATION_ID, SCHEMA_VERSION, check_gallery_file
-from convlens.faces.gallery.storage import EnrollResult, GalleryStore, Person, Photo, file_hash
+from convlens.faces.gallery.rows import DamagedRow, DiskFull, ErasureIncomplete, NoSuchPerson
+from convlens.faces.gallery.schema import (
+    APPLICATION_ID,
+    BUSY_TIMEOUT_S,
+    SCHEMA_VERSION,
+    check_gallery_file,
+)
+from convlens.faces.gallery.storage import GalleryStore, Person, Photo
 
 __all__ = [
     "APPLICATION_ID",
     "DEFAULT_THRESHOLD",
     "SCHEMA_VERSION",
     "Candidate",
+    "DamagedRow",
     "DecisionThreshold",
+    "DiskFull",
     "EnrollResult",
+    "ErasureIncomplete",
     "FaceMatch",
     "Gallery",
+    "NoSuchPerson",
     "Person",
     "Photo",
     "Verdict",
@@ -64,6 +75,9 @@ class Gallery:
     verifier: a trained verifier (verifier.py) or its path; scores pairs instead of distance.
     encode_options: keyword arguments for `faces.encode_many` (detector, upsample, flip, ...);
     the detector defaults to faces.detect.DEFAULT_DETECTOR.
+    create: make the gallery file if there is none (at the first successful write only).
+    busy_timeout: seconds to wait for other processes' locks (writers; readers that hold an
+    old snapshot while a forget overwrites the deleted rows).
     """
 
     def __init__(
@@ -76,6 +90,7 @@ class Gallery:
         encode_options: dict | None = None,
         create: bool = True,
         device=None,
+        busy_timeout: float = BUSY_TIMEOUT_S,
     ):
         self._encoder = encoder
         self._device = device
@@ -87,7 +102,7 @@ class Gallery:
         if _postgres.is_database_url(path):  # several machines share one PostgreSQL gallery
             self._store, self._index = _postgres.open_gallery(path, create)
         else:
-            self._store = GalleryStore(path, create=create)
+            self._store = GalleryStore(path, create=create, busy_timeout=busy_timeout)
             self._index = GalleryIndex(self._store)
         self.path = self._store.path
         self._policy = ThresholdPolicy(self._store, verifier)
@@ -151,15 +166,45 @@ class Gallery:
     # -- people ----------------------------------------------------------------------------------
 
     def forget(self, name: str) -> int:
-        """Delete the person and every embedding of theirs (database and ANN index).
+        """Delete the person and every embedding of theirs; returns how many were erased.
 
-        Returns how many embeddings were erased. secure_delete overwrites the freed pages and
-        the WAL is checkpointed and truncated, so the vectors do not linger in the files.
+        Erasure is verified: when forget returns, no copy of their rows is left in the
+        database file, its WAL, the ANN index or a temporary index file (deleted rows are
+        zeroed by secure_delete, the WAL checkpointed and truncated, the index caught up or
+        removed). When that cannot be done yet (another process holds an old snapshot open)
+        it raises ErasureIncomplete saying what remains: the person is deleted, and calling
+        forget again with the same name finishes the erasure (and returns 0).
         """
-        ids = self._store.forget(name)
-        self._index.erased()
-        self._store.truncate_wal()
-        return len(ids)
+        name = self._store.check_name(name)
+        pending = self._store.erasure_pending()
+        traces = self._store.traces(name)
+        try:
+            vectors = self._store.person_vectors(name)  # for the index's centroids
+        except (NoSuchPerson, DamagedRow):
+            vectors = None
+        try:
+            erased = len(self._store.forget(name))
+        except NoSuchPerson:
+            if not pending:
+                raise
+            erased = 0
+        problems = self._index.erased(vectors)
+        wal = self._store.scrub(traces)
+        if wal:
+            problems.append(wal)
+        if problems:
+            raise ErasureIncomplete(
+                f"{self.path}: {name!r} is deleted but not yet erased from disk: "
+                + "; ".join(problems)
+                + "; forget them again to finish"
+            )
+        self._store.erasure_done()
+        return erased
+
+    @property
+    def repairs(self) -> list[str]:
+        """Damage found and repaired in this session (an ANN index rebuilt), as messages."""
+        return list(self._index.repairs)
 
     def rename(self, old: str, new: str) -> None:
         self._store.rename(old, new)
@@ -169,10 +214,19 @@ class Gallery:
         return self._store.photos(name)
 
     def forget_photo(self, name: str, photo_id: int) -> None:
-        """Erase one embedding of `name`; forgetting the last one forgets the person."""
-        self._store.forget_photo(name, photo_id)
-        self._index.erased()
-        self._store.truncate_wal()
+        """Erase one embedding of `name` (verified as `forget` does); forgetting the last one
+        forgets the person."""
+        vector = self._store.forget_photo(self._store.check_name(name), photo_id)
+        problems = self._index.erased(vector[None])
+        wal = self._store.scrub([vector.tobytes()])
+        if wal:
+            problems.append(wal)
+        if problems:
+            raise ErasureIncomplete(
+                f"{self.path}: photo {photo_id} of {name!r} is deleted but not yet erased "
+                "from disk: " + "; ".join(problems)
+            )
+        self._store.erasure_done()
 
     def labelled_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """Every embedding (n, D) float32 and its person's name (n,), e.g. to calibrate τ

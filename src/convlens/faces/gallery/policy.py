@@ -82,13 +82,14 @@ class ThresholdPolicy:
     @property
     def threshold(self) -> float:
         """τ for raw distances: calibrated if `set_threshold` stored one, else 0.6."""
-        value = self.store.meta("threshold")
-        return float(value) if value is not None else DEFAULT_THRESHOLD
+        value = self.store.meta_value("threshold", float)
+        return value if value is not None else DEFAULT_THRESHOLD
 
     @property
     def threshold_info(self) -> dict:
-        raw = self.store.meta("threshold_info")
-        info = json.loads(raw) if raw else {"source": "default (dlib convention)"}
+        info = self.store.meta_value("threshold_info", json.loads)
+        if not isinstance(info, dict):
+            info = {"source": "default (dlib convention)"}
         info["threshold"] = self.threshold
         return info
 

@@ -22,8 +22,10 @@ import numpy as np
 
 from convlens.errors import ConvlensError
 from convlens.faces import search as _search
+from convlens.faces.gallery.enrolment import EnrollResult
+from convlens.faces.gallery.rows import NoSuchPerson
 from convlens.faces.gallery.schema import now
-from convlens.faces.gallery.storage import EnrollResult, Person, Photo
+from convlens.faces.gallery.storage import GalleryStore, Person, Photo
 
 WRITE_LOCK = 0x636C6E73  # pg_advisory_xact_lock key: "clns"
 
@@ -54,7 +56,7 @@ def shown_url(url: str) -> str:
     return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
 
 
-def _text(vec: np.ndarray) -> str:
+def vector_text(vec: np.ndarray) -> str:
     return "[" + ",".join(map(repr, vec.tolist())) + "]"
 
 
@@ -118,11 +120,35 @@ class PostgresStore:
         row = self.one("SELECT value FROM convlens_meta WHERE key = %s", (key,))
         return row[0] if row else None
 
+    def meta_value(self, key: str, parse):
+        return GalleryStore.meta_value(self, key, parse)
+
+    def read(self, fn):
+        """fn(connection) in one read-only snapshot (REPEATABLE READ)."""
+
+        def tx():
+            with self.con.transaction():
+                self.con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return fn(self.con)
+
+        return self._run(tx)
+
     def version(self) -> tuple[int, int]:
         return 0, self.commits
 
-    def truncate_wal(self) -> None:
-        """Nothing to do: PostgreSQL recycles its WAL; VACUUM reclaims deleted rows."""
+    # Erasure: PostgreSQL has no file convlens could scrub; deleted rows stay in the table's
+    # pages until VACUUM reuses them and in its WAL until recycled (the server's business).
+    def erasure_pending(self) -> bool:
+        return False
+
+    def traces(self, name: str) -> list[bytes]:
+        return []
+
+    def scrub(self, traces=()) -> str | None:
+        return None
+
+    def erasure_done(self) -> None:
+        pass
 
     # -- the encoder ------------------------------------------------------------------------
 
@@ -187,14 +213,10 @@ class PostgresStore:
     def person_id(self, name: str) -> int:
         row = self.one("SELECT id FROM convlens_people WHERE name = %s", (name,))
         if row is None:
-            raise ConvlensError(f"no one called {name!r} in the gallery {self.path}")
+            raise NoSuchPerson(f"no one called {name!r} in the gallery {self.path}")
         return int(row[0])
 
-    @staticmethod
-    def check_name(name: str) -> str:
-        from convlens.faces.gallery.storage import GalleryStore
-
-        return GalleryStore.check_name(name)
+    check_name = staticmethod(GalleryStore.check_name)
 
     def person_vectors(self, name: str) -> np.ndarray:
         pid = self.person_id(name)
@@ -208,7 +230,7 @@ class PostgresStore:
             cur.execute("SELECT id FROM convlens_people WHERE name = %s", (name,))
             row = cur.fetchone()
             if row is None:
-                raise ConvlensError(f"no one called {name!r} in the gallery {self.path}")
+                raise NoSuchPerson(f"no one called {name!r} in the gallery {self.path}")
             cur.execute("DELETE FROM convlens_embeddings WHERE person_id = %s RETURNING id", row)
             ids = [r[0] for r in cur.fetchall()]
             cur.execute("DELETE FROM convlens_people WHERE id = %s", row)
@@ -222,7 +244,7 @@ class PostgresStore:
         def tx(cur):
             cur.execute("SELECT 1 FROM convlens_people WHERE name = %s", (old,))
             if cur.fetchone() is None:
-                raise ConvlensError(f"no one called {old!r} in the gallery {self.path}")
+                raise NoSuchPerson(f"no one called {old!r} in the gallery {self.path}")
             cur.execute("SELECT 1 FROM convlens_people WHERE name = %s", (new,))
             if old != new and cur.fetchone():
                 raise ConvlensError(f"{new!r} is already in the gallery; forget them first")
@@ -239,25 +261,26 @@ class PostgresStore:
         )
         return [Photo(i, src, h, json.loads(b) if b else None, c) for i, src, h, b, c in rows]
 
-    def forget_photo(self, name: str, photo_id: int) -> None:
+    def forget_photo(self, name: str, photo_id: int) -> np.ndarray:
         name = self.check_name(name)
 
         def tx(cur):
             cur.execute(
                 "DELETE FROM convlens_embeddings e USING convlens_people p WHERE e.id = %s "
-                "AND p.id = e.person_id AND p.name = %s RETURNING e.person_id",
+                "AND p.id = e.person_id AND p.name = %s RETURNING e.person_id, e.vector::text",
                 (int(photo_id), name),
             )
             row = cur.fetchone()
             if row is None:
-                raise ConvlensError(f"no photo {photo_id} of {name!r} in the gallery {self.path}")
+                raise NoSuchPerson(f"no photo {photo_id} of {name!r} in the gallery {self.path}")
             cur.execute(
                 "DELETE FROM convlens_people p WHERE id = %s AND NOT EXISTS "
                 "(SELECT 1 FROM convlens_embeddings WHERE person_id = p.id)",
-                row,
+                row[:1],
             )
+            return _parse([row[1]], self.dim or 0)[0]
 
-        self.write(tx)
+        return self.write(tx)
 
     # -- enrolment rows ---------------------------------------------------------------------
 
@@ -310,7 +333,7 @@ class PostgresStore:
                 cur.execute(
                     "INSERT INTO convlens_embeddings (person_id, source, sha256, box, vector, "
                     "created) VALUES (%s, %s, %s, %s, %s::vector, %s) RETURNING id",
-                    (pid, src, digest, box_json, _text(vec), stamp),
+                    (pid, src, digest, box_json, vector_text(vec), stamp),
                 )
                 result.added.append(int(cur.fetchone()[0]))
             if not result.added:
@@ -347,7 +370,7 @@ class PostgresStore:
             ids = dict(cur.fetchall())
             with cur.copy("COPY convlens_embeddings (person_id, vector, created) FROM STDIN") as cp:
                 for n, v in zip(names, vecs, strict=True):
-                    cp.write_row((ids[n], _text(v), stamp))
+                    cp.write_row((ids[n], vector_text(v), stamp))
             cur.execute(
                 "SELECT id FROM convlens_embeddings ORDER BY id DESC LIMIT %s", (len(names),)
             )
@@ -364,61 +387,9 @@ class PostgresStore:
         return pids, _parse([r[1] for r in rows], self.dim or 0), names
 
 
-class PostgresIndex:
-    """k nearest people by the min rule: exact SQL for small galleries, pgvector's HNSW
-    shortlist re-ranked per person above search.ANN_MIN_SIZE embeddings."""
+def open_gallery(url: str | os.PathLike, create: bool):
+    """(store, index) for Gallery: the hook that makes `Gallery("postgresql://…")` work."""
+    from convlens.faces.gallery.pgindex import PostgresIndex
 
-    def __init__(self, store: PostgresStore):
-        self.store = store
-        self._has_hnsw = False
-
-    def close(self) -> None:
-        pass
-
-    def erased(self) -> None:
-        """Nothing to do: the HNSW index forgets deleted rows with them."""
-
-    def _ensure_hnsw(self) -> None:
-        """Build the HNSW index the first time the gallery is big enough to need it: built
-        once over the rows is much faster than kept up row by row during a bulk load;
-        afterwards PostgreSQL keeps it up to date."""
-        if self._has_hnsw:
-            return
-        sql = "SELECT 1 FROM pg_indexes WHERE indexname = 'convlens_embeddings_hnsw'"
-        if self.store.one(sql) is None:
-            self.store.write(lambda cur: cur.execute(
-                "CREATE INDEX IF NOT EXISTS convlens_embeddings_hnsw ON convlens_embeddings "
-                "USING hnsw (vector vector_l2_ops)"
-            ))  # fmt: skip
-        self._has_hnsw = True
-
-    def search(self, queries: np.ndarray, k: int = 1) -> list[list[tuple[str, float]]]:
-        q = _search.check_vectors(queries, self.store.dim)
-        if self.store.count() < _search.ANN_MIN_SIZE:
-            sql = (
-                "SELECT p.name, MIN(e.vector <-> %s::vector) AS d FROM convlens_embeddings e "
-                "JOIN convlens_people p ON p.id = e.person_id GROUP BY p.name ORDER BY d LIMIT %s"
-            )
-            return [[(n, float(d)) for n, d in self.store.all(sql, (_text(v), k))] for v in q]
-        self._ensure_hnsw()
-        shortlist = max(64, 16 * k)
-        self.store._run(
-            lambda: self.store.con.execute(f"SET hnsw.ef_search = {min(1000, shortlist)}")
-        )
-        sql = (
-            "SELECT p.name, s.d FROM (SELECT person_id, vector <-> %s::vector AS d FROM "
-            "convlens_embeddings ORDER BY vector <-> %s::vector LIMIT %s) s "
-            "JOIN convlens_people p ON p.id = s.person_id"
-        )
-        out = []
-        for v in q:
-            best: dict[str, float] = {}
-            for name, d in self.store.all(sql, (_text(v), _text(v), shortlist)):
-                best[name] = min(best.get(name, np.inf), float(d))
-            out.append(sorted(best.items(), key=lambda t: t[1])[:k])
-        return out
-
-
-def open_gallery(url: str | os.PathLike, create: bool) -> tuple[PostgresStore, PostgresIndex]:
     store = PostgresStore(str(url), create=create)
     return store, PostgresIndex(store)

@@ -1,21 +1,31 @@
-"""The gallery file format: SQLite header checks, the schema, and its version.
+"""The gallery file format: SQLite header checks, the schema, its version and migrations.
 
 Before SQLite touches an existing file its header is checked (SQLite magic, then our
-`application_id`); a foreign or corrupt file raises ConvlensError and is left byte-for-byte
-as it was.
+`application_id`); a foreign, empty or corrupt file raises ConvlensError and is left
+byte-for-byte as it was. A new gallery file is built under a temporary name and linked into
+place, so no process ever sees a half-made one.
+
+Schema 2 adds a checksum to every embedding row (`row_checksum`: CRC-32 of the row id, the
+person id and the vector bytes), verified whenever vectors are read: SQLite's own
+integrity check does not look inside a row. A schema-1 file is migrated (checksums computed
+in one transaction) the first time it is opened.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import struct
 import time
 import uuid
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 from convlens.errors import ConvlensError
+from convlens.faces.gallery.files import remove_stale_temps, temp_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x636C6E73  # "clns" in the SQLite header, offset 68
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60.0
@@ -35,7 +45,8 @@ CREATE TABLE embeddings (
     sha256 TEXT,
     box TEXT,
     vector BLOB NOT NULL,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    checksum INTEGER
 );
 CREATE INDEX embeddings_person ON embeddings(person_id);
 CREATE INDEX embeddings_sha256 ON embeddings(sha256);
@@ -47,12 +58,17 @@ CREATE TABLE change_log (
 """
 
 
+def row_checksum(row_id: int, person_id: int, vector: bytes) -> int:
+    """CRC-32 of an embedding row's id, person id and vector bytes (schema 2)."""
+    return zlib.crc32(vector, zlib.crc32(struct.pack("<qq", row_id, person_id)))
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def check_gallery_file(path: Path) -> bool:
-    """True when `path` is an existing convlens gallery, False when it is absent or empty.
+    """True when `path` is an existing convlens gallery, False when there is no such file.
 
     Raises ConvlensError (touching nothing) for anything else: a foreign file, another SQLite
     database, a gallery whose header is damaged.
@@ -64,7 +80,9 @@ def check_gallery_file(path: Path) -> bool:
     if path.is_dir():
         raise ConvlensError(f"{path}: is a folder, not a gallery file")
     if size == 0:
-        return False
+        # An empty file is not a gallery (a new one never appears empty, see create_file):
+        # refuse it like any other foreign file rather than write over it.
+        raise ConvlensError(f"{path}: empty file, not a convlens gallery; refusing to touch it")
     for _ in range(3):
         with open(path, "rb") as f:
             header = f.read(100)
@@ -81,7 +99,7 @@ def check_gallery_file(path: Path) -> bool:
         return True
     # The header may be mid-write by a concurrent creator; ask SQLite under its locks.
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
         try:
             app_id = con.execute("PRAGMA application_id").fetchone()[0]
         finally:
@@ -95,17 +113,25 @@ def check_gallery_file(path: Path) -> bool:
     return True
 
 
-def connect(path: Path, exists: bool) -> sqlite3.Connection:
-    """Open (creating the schema in a new file) a checked gallery file."""
+def connect(path: Path | None, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open a checked, existing gallery file (migrating an older schema); None: an empty
+    gallery in memory, which stands in for a file not created yet."""
     try:
         con = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            path or ":memory:",
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
         )
+        con.create_function("convlens_row_checksum", 3, row_checksum, deterministic=True)
     except sqlite3.Error as e:
         raise ConvlensError(f"{path}: cannot open gallery ({e})") from None
     try:
-        _setup(con, path, exists)
-    except sqlite3.DatabaseError as e:
+        con.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if path is None:
+            _create(con, Path(":memory:"))
+        _setup(con, path)
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         con.close()
         raise ConvlensError(f"{path}: corrupt gallery database ({e})") from None
     except BaseException:
@@ -114,25 +140,71 @@ def connect(path: Path, exists: bool) -> sqlite3.Connection:
     return con
 
 
-def _setup(con: sqlite3.Connection, path: Path, exists: bool) -> None:
-    con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+def create_file(path: Path) -> None:
+    """Make a new, empty gallery at `path` atomically (unless another process just did)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    tmp = temp_path(path)
+    try:
+        con = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            _create(con, tmp)
+        finally:
+            con.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it first: that one is used
+        except OSError:  # a filesystem without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+    except sqlite3.Error as e:
+        raise ConvlensError(f"{path}: cannot create gallery ({e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _setup(con: sqlite3.Connection, path: Path | None) -> None:
     con.execute("PRAGMA foreign_keys = ON")
     con.execute("PRAGMA secure_delete = ON")
-    if not exists:
-        _create(con, path)
-    row = con.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    version = row[0] if row else None
-    if version is None:
-        raise ConvlensError(f"{path}: gallery has no schema version; corrupt")
+    version = _version(con, path)
     if version > SCHEMA_VERSION:
         raise ConvlensError(
             f"{path}: gallery schema {version} is newer than this convlens "
             f"understands ({SCHEMA_VERSION}); upgrade convlens"
         )
+    if path is None:
+        return
     mode = con.execute("PRAGMA journal_mode").fetchone()[0]
     if mode.lower() != "wal":
         retry(lambda: con.execute("PRAGMA journal_mode = WAL"))
     con.execute("PRAGMA synchronous = NORMAL")
+    if version < SCHEMA_VERSION:
+        _migrate(con, path)
+
+
+def _version(con: sqlite3.Connection, path: Path | None) -> int:
+    row = con.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    if row is None or not isinstance(row[0], int):
+        raise ConvlensError(f"{path}: gallery has no schema version; corrupt")
+    return row[0]
+
+
+def _migrate(con: sqlite3.Connection, path: Path) -> None:
+    """Schema 1 → 2 in one transaction: add and compute the embedding rows' checksums."""
+    retry(lambda: con.execute("BEGIN IMMEDIATE"))
+    try:
+        if _version(con, path) < 2:  # another process may have migrated meanwhile
+            con.execute("ALTER TABLE embeddings ADD COLUMN checksum INTEGER")
+            con.execute(
+                "UPDATE embeddings SET checksum = convlens_row_checksum(id, person_id, vector)"
+            )
+            con.execute("INSERT INTO schema_version VALUES (?, ?)", (2, now()))
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
 
 
 def _create(con: sqlite3.Connection, path: Path) -> None:
@@ -156,7 +228,8 @@ def _create(con: sqlite3.Connection, path: Path) -> None:
             )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        if con.in_transaction:
+            con.execute("ROLLBACK")
         raise
 
 

@@ -3,27 +3,44 @@ the change log that the ANN index catches up from.
 
 One SQLite file (WAL mode, busy timeout, `secure_delete`): every enrolment, forget and
 rename is one `BEGIN IMMEDIATE` transaction, so concurrent writers wait for each other
-instead of failing, and a process killed mid-enrolment loses only that enrolment. The file's
-format, header checks and opening are in schema.py. A gallery remembers the encoder's
-`model_id` and refuses embeddings of another.
+instead of failing, and a process killed mid-enrolment loses only that enrolment. Reads that
+combine several queries run in one read transaction (one snapshot). The file's format,
+header checks and opening are in schema.py; a new gallery file is created only by the first
+write that succeeds. A gallery remembers the encoder's `model_id` and refuses embeddings of
+another. Every vector read is checked against its row checksum (rows.py).
+
+`GalleryStore` is the storage interface the rest of the gallery uses (another backend
+implements the same public methods): reading — `meta`, `model_id`, `dim`, `people`, `count`,
+`person_id`, `person_vectors`, `vectors_by_person`, `vectors_by_id`, `fetch`, `last_change`,
+`changes_since`, `version`, `read`, `meta_value`, `traces`, `erasure_pending`; writing —
+`write`, `enroll_embeddings`, `enroll_batch`, `forget`, `rename`, `store_threshold`,
+`scrub`, `erasure_done`; `check_model`, `check_name`, `close`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import mmap
 import os
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from convlens.errors import ConvlensError
-from convlens.faces import search as _search
-from convlens.faces.gallery.schema import check_gallery_file, connect, now, retry
+from convlens.faces.gallery.enrolment import EnrolmentRows
+from convlens.faces.gallery.rows import DB_ERRORS, ROW_COLUMNS, NoSuchPerson, db_error, unpack
+from convlens.faces.gallery.schema import (
+    BUSY_TIMEOUT_S,
+    check_gallery_file,
+    connect,
+    create_file,
+    now,
+    retry,
+)
 
 
 @dataclass
@@ -46,65 +63,81 @@ class Photo:
     created: str
 
 
-@dataclass
-class EnrollResult:
-    name: str
-    added: list[int] = field(default_factory=list)  # embedding ids
-    skipped: list[str] = field(default_factory=list)  # duplicate photos, already enrolled
+def _found(path: Path, needles: Sequence[bytes]) -> bool:
+    """Whether any of the byte strings occurs in the file (searched without reading it all
+    into memory)."""
+    if not needles or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return any(m.find(n) >= 0 for n in needles)
 
 
-def file_hash(photo) -> str | None:
-    if isinstance(photo, str | os.PathLike):
-        h = hashlib.sha256()
-        with open(photo, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    if isinstance(photo, np.ndarray):
-        return hashlib.sha256(np.ascontiguousarray(photo).tobytes()).hexdigest()
-    return None
-
-
-class GalleryStore:
+class GalleryStore(EnrolmentRows):
     """The gallery file: open (checking it first), transactions, people and embedding rows.
 
     `commits` counts this connection's own commits: SQLite's data_version only moves for
-    other connections' commits, so caches key on both.
+    other connections' commits, so caches key on both. A file that does not exist yet is
+    created by the first successful write (until then an empty in-memory gallery answers
+    reads), so a failed command leaves nothing behind. `busy_timeout`: seconds to wait for
+    other processes' locks (writers, and readers that a forget's checkpoint waits for).
     """
 
-    def __init__(self, path: str | os.PathLike, create: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        create: bool = True,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+    ):
         self.path = Path(path)
         self.commits = 0
-        exists = check_gallery_file(self.path)
-        if not exists and not create:
+        self.busy_timeout = float(busy_timeout)
+        self.on_disk = check_gallery_file(self.path)
+        if not self.on_disk and not create:
             raise ConvlensError(f"{self.path}: no such gallery")
-        if not exists:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = connect(self.path, exists)
+        self.con = connect(self.path if self.on_disk else None, self.busy_timeout)
 
     def close(self) -> None:
         self.con.close()
+
+    def _materialize(self) -> None:
+        """Before the first write to a gallery that had no file: create it (or join the one
+        another process just created) and move over to it."""
+        create_file(self.path)
+        check_gallery_file(self.path)
+        con = connect(self.path, self.busy_timeout)
+        self.con.close()
+        self.con, self.on_disk = con, True
 
     # -- reading and writing -----------------------------------------------------------------
 
     def one(self, sql: str, args: Sequence = ()):
         try:
             return self.con.execute(sql, args).fetchone()
-        except sqlite3.DatabaseError as e:
-            raise ConvlensError(f"{self.path}: gallery database error ({e})") from None
+        except DB_ERRORS as e:
+            raise db_error(self.path, e) from None
 
     def all(self, sql: str, args: Sequence = ()):
         try:
             return self.con.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as e:
-            raise ConvlensError(f"{self.path}: gallery database error ({e})") from None
+        except DB_ERRORS as e:
+            raise db_error(self.path, e) from None
 
-    def meta(self, key: str) -> str | None:
-        row = self.one("SELECT value FROM meta WHERE key = ?", (key,))
-        return row[0] if row else None
+    def read(self, fn):
+        """Run fn(con) in one read transaction: every query in it sees the same snapshot."""
+        con = self.con
+        try:
+            con.execute("BEGIN")
+            try:
+                return fn(con)
+            finally:
+                con.execute("COMMIT")
+        except DB_ERRORS as e:
+            raise db_error(self.path, e) from None
 
     def write(self, fn):
         """Run fn(con) in one IMMEDIATE transaction (writers queue on the busy timeout)."""
+        if not self.on_disk:
+            self._materialize()
         con = self.con
         try:
             retry(lambda: con.execute("BEGIN IMMEDIATE"))
@@ -113,11 +146,18 @@ class GalleryStore:
                 con.execute("COMMIT")
                 self.commits += 1
             except BaseException:
-                con.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does): keep the first error.
+                if con.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        con.execute("ROLLBACK")
                 raise
-        except sqlite3.DatabaseError as e:
-            raise ConvlensError(f"{self.path}: gallery database error ({e})") from None
+        except DB_ERRORS as e:
+            raise db_error(self.path, e) from None
         return result
+
+    def meta(self, key: str) -> str | None:
+        row = self.one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else None
 
     def version(self) -> tuple[int, int]:
         """Changes by other connections (data_version) and by this one (commits)."""
@@ -131,8 +171,21 @@ class GalleryStore:
 
     @property
     def dim(self) -> int | None:
-        value = self.meta("dim")
-        return int(value) if value is not None else None
+        value = self.meta_value("dim", int)
+        if value is not None and value <= 0:
+            raise ConvlensError(f"{self.path}: damaged gallery metadata (dim {value})")
+        return value
+
+    def meta_value(self, key: str, parse):
+        """A meta value parsed by `parse` (int, float, json.loads); None when absent. A value
+        that does not parse is damage, reported as such."""
+        raw = self.meta(key)
+        if raw is None:
+            return None
+        try:
+            return parse(raw)
+        except (ValueError, TypeError):
+            raise ConvlensError(f"{self.path}: damaged gallery metadata ({key})") from None
 
     def check_model(self, model_id: str) -> None:
         stored = self.meta("model_id")
@@ -141,21 +194,6 @@ class GalleryStore:
                 f"{self.path}: gallery was built with encoder {stored!r}, not {model_id!r}; "
                 "embeddings of different encoders are not comparable (use another gallery)"
             )
-
-    def _claim_model(self, con, model_id: str, dim: int) -> None:
-        """Inside a write transaction: record the encoder on first use, refuse another one."""
-        stored = con.execute("SELECT value FROM meta WHERE key = 'model_id'").fetchone()
-        if stored is None:
-            con.execute("INSERT INTO meta VALUES ('model_id', ?)", (model_id,))
-            con.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
-            return
-        if stored[0] != model_id:
-            raise ConvlensError(
-                f"{self.path}: gallery was built with encoder {stored[0]!r}, not {model_id!r}"
-            )
-        stored_dim = con.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
-        if stored_dim and int(stored_dim[0]) != dim:
-            raise ConvlensError(f"embeddings have {dim} components; gallery has {stored_dim[0]}")
 
     def store_threshold(self, tau: float, info: dict) -> None:
         def tx(con):
@@ -182,7 +220,7 @@ class GalleryStore:
     def person_id(self, name: str) -> int:
         row = self.one("SELECT id FROM people WHERE name = ?", (name,))
         if row is None:
-            raise ConvlensError(f"no one called {name!r} in the gallery {self.path}")
+            raise NoSuchPerson(f"no one called {name!r} in the gallery {self.path}")
         return int(row[0])
 
     @staticmethod
@@ -192,27 +230,108 @@ class GalleryStore:
         return name.strip()
 
     def person_vectors(self, name: str) -> np.ndarray:
-        pid = self.person_id(name)
-        rows = self.all("SELECT vector FROM embeddings WHERE person_id = ?", (pid,))
-        return np.frombuffer(b"".join(r[0] for r in rows), np.float32).reshape(len(rows), -1)
+        def rows(con):
+            row = con.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NoSuchPerson(f"no one called {name!r} in the gallery {self.path}")
+            sql = f"SELECT {ROW_COLUMNS} FROM embeddings e WHERE e.person_id = ?"
+            return con.execute(sql, row).fetchall()
+
+        return self._unpack(self.read(rows))
+
+    def _unpack(self, rows) -> np.ndarray:
+        return unpack(rows, self.dim or 0, self.path, self._name_of)
+
+    def _name_of(self, person_id: int) -> str | None:
+        row = self.one("SELECT name FROM people WHERE id = ?", (person_id,))
+        return row[0] if row else None
+
+    # -- erasure -----------------------------------------------------------------------------
 
     def forget(self, name: str) -> list[int]:
-        """Delete the person and their embeddings (logged); returns the erased ids."""
+        """Delete the person and their embeddings (logged); returns the erased ids.
+
+        The deleted rows are zeroed in their pages (secure_delete) but older copies stay in
+        the WAL, and in the main file while a reader's snapshot needs them, until `scrub`
+        succeeds; the `erasure_pending` mark (no name in it) records that it has not yet.
+        """
         name = self.check_name(name)
 
         def tx(con):
             row = con.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
             if row is None:
-                raise ConvlensError(f"no one called {name!r} in the gallery {self.path}")
+                raise NoSuchPerson(f"no one called {name!r} in the gallery {self.path}")
             ids = [r[0] for r in con.execute("SELECT id FROM embeddings WHERE person_id = ?", row)]
             con.executemany(
                 "INSERT INTO change_log (embedding_id, op) VALUES (?, -1)", [(i,) for i in ids]
             )
             con.execute("DELETE FROM embeddings WHERE person_id = ?", row)
             con.execute("DELETE FROM people WHERE id = ?", row)
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('erasure_pending', ?)", (now(),))
             return ids
 
         return self.write(tx)
+
+    def erasure_pending(self) -> bool:
+        return self.on_disk and self.meta("erasure_pending") is not None
+
+    def traces(self, name: str) -> list[bytes]:
+        """What erasure must leave nowhere: the person's vector bytes, photo paths and name
+        (a name under 4 bytes is left out: it occurs by chance in other data)."""
+
+        def rows(con):
+            sql = "SELECT e.vector, e.source FROM embeddings e JOIN people p ON p.id = e.person_id"
+            return con.execute(sql + " WHERE p.name = ?", (name,)).fetchall()
+
+        found = self.read(rows)
+        out = {r[0] for r in found if isinstance(r[0], bytes)}
+        out |= {r[1].encode() for r in found if isinstance(r[1], str) and r[1]}
+        return sorted(out) + ([name.encode()] if len(name.encode()) >= 4 else [])
+
+    def scrub(self, traces: Sequence[bytes] = ()) -> str | None:
+        """Overwrite what deleted rows left in the files: checkpoint the WAL into the main
+        file and truncate it, then look for the `traces` in the main file; SQLite's
+        secure_delete misses stale copies that page rebalancing left in free space, so a
+        trace found there is removed by VACUUM (rebuilding the file). None when done;
+        otherwise what remains and why. Run again later to finish.
+        """
+        if not self.on_disk:
+            return None
+        busy = self._checkpoint()
+        if busy:
+            return busy
+        if _found(self.path, traces):
+            try:
+                self.con.execute("VACUUM")
+            except sqlite3.Error as e:
+                return f"stale copies remain in {self.path.name} (VACUUM failed: {e})"
+            busy = self._checkpoint()
+            if busy:
+                return busy
+            if _found(self.path, [t for t in traces if len(t) >= 16]):
+                return f"stale copies remain in {self.path.name} after VACUUM"
+        return None
+
+    def _checkpoint(self) -> str | None:
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            busy = self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as e:
+            busy = str(e)
+        if busy or (wal.exists() and wal.stat().st_size):
+            return (
+                f"deleted rows are not yet overwritten in {self.path.name} and {wal.name} "
+                f"(another connection kept an older snapshot open for over "
+                f"{self.busy_timeout:g} s)"
+            )
+        return None
+
+    def erasure_done(self) -> None:
+        """Clear the pending-erasure mark once every copy is overwritten."""
+        if self.meta("erasure_pending") is not None:
+            self.write(lambda con: con.execute("DELETE FROM meta WHERE key = 'erasure_pending'"))
+            with contextlib.suppress(sqlite3.Error):  # the mark's page holds nothing personal
+                self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def photos(self, name: str) -> list[Photo]:
         pid = self.person_id(self.check_name(name))
@@ -223,18 +342,19 @@ class GalleryStore:
         )
         return [Photo(i, src, h, json.loads(b) if b else None, c) for i, src, h, b, c in rows]
 
-    def forget_photo(self, name: str, photo_id: int) -> None:
-        """Delete one embedding of `name` (logged); the person goes with their last one."""
+    def forget_photo(self, name: str, photo_id: int) -> np.ndarray:
+        """Delete one embedding of `name` (logged, erasure marked pending as by `forget`);
+        the person goes with their last one. Returns the deleted vector (to scrub)."""
         name = self.check_name(name)
 
         def tx(con):
             row = con.execute(
-                "SELECT e.person_id FROM embeddings e JOIN people p ON p.id = e.person_id "
-                "WHERE e.id = ? AND p.name = ?",
+                "SELECT e.person_id, e.vector FROM embeddings e JOIN people p "
+                "ON p.id = e.person_id WHERE e.id = ? AND p.name = ?",
                 (int(photo_id), name),
             ).fetchone()
             if row is None:
-                raise ConvlensError(f"no photo {photo_id} of {name!r} in the gallery {self.path}")
+                raise NoSuchPerson(f"no photo {photo_id} of {name!r} in the gallery {self.path}")
             con.execute("INSERT INTO change_log (embedding_id, op) VALUES (?, -1)", (photo_id,))
             con.execute("DELETE FROM embeddings WHERE id = ?", (int(photo_id),))
             con.execute(
@@ -242,187 +362,68 @@ class GalleryStore:
                 "(SELECT 1 FROM embeddings WHERE person_id = ?)",
                 (row[0], row[0]),
             )
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('erasure_pending', ?)", (now(),))
+            return np.frombuffer(row[1], np.float32)
 
-        self.write(tx)
-
-    def truncate_wal(self) -> None:
-        # Readers still active: the WAL is truncated at a later checkpoint.
-        with contextlib.suppress(sqlite3.OperationalError):
-            self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return self.write(tx)
 
     def rename(self, old: str, new: str) -> None:
         old, new = self.check_name(old), self.check_name(new)
 
         def tx(con):
             if con.execute("SELECT 1 FROM people WHERE name = ?", (old,)).fetchone() is None:
-                raise ConvlensError(f"no one called {old!r} in the gallery {self.path}")
+                raise NoSuchPerson(f"no one called {old!r} in the gallery {self.path}")
             if old != new and con.execute("SELECT 1 FROM people WHERE name = ?", (new,)).fetchone():
                 raise ConvlensError(f"{new!r} is already in the gallery; forget them first")
             con.execute("UPDATE people SET name = ? WHERE name = ?", (new, old))
 
         self.write(tx)
 
-    # -- enrolment rows ---------------------------------------------------------------------
-
-    def enroll_embeddings(
-        self,
-        name: str,
-        embeddings: np.ndarray,
-        *,
-        model_id: str,
-        sources: Sequence[str | None] | None = None,
-        hashes: Sequence[str | None] | None = None,
-        boxes: Sequence[Sequence[int] | None] | None = None,
-    ) -> EnrollResult:
-        """Store embeddings for `name` (created if new) in one transaction.
-
-        Rows whose hash is already stored for this person are skipped; a hash stored for
-        someone else is refused (one photo cannot show two people's largest face).
-        """
-        name = self.check_name(name)
-        if not model_id:
-            raise ConvlensError("enroll_embeddings needs the encoder's model_id")
-        self.check_model(model_id)
-        vecs = _search.check_vectors(embeddings, self.dim)
-        n = len(vecs)
-        sources = list(sources) if sources is not None else [None] * n
-        hashes = list(hashes) if hashes is not None else [None] * n
-        boxes = list(boxes) if boxes is not None else [None] * n
-        if not (len(sources) == len(hashes) == len(boxes) == n):
-            raise ConvlensError("sources, hashes and boxes must match the embeddings in number")
-        result = EnrollResult(name)
-
-        def tx(con):
-            self._claim_model(con, model_id, vecs.shape[1])
-            stamp = now()
-            con.execute("INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)", (name, stamp))
-            pid = con.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
-            rows = []
-            seen = set()
-            for vec, src, digest, box in zip(vecs, sources, hashes, boxes, strict=True):
-                if digest is not None:
-                    other = con.execute(
-                        "SELECT p.name FROM embeddings e JOIN people p ON p.id = e.person_id "
-                        "WHERE e.sha256 = ? LIMIT 1",
-                        (digest,),
-                    ).fetchone()
-                    if other is not None and other[0] != name:
-                        raise ConvlensError(
-                            f"{src or 'photo'}: already enrolled as {other[0]!r}, not enrolling "
-                            f"it as {name!r}"
-                        )
-                    if other is not None or digest in seen:
-                        result.skipped.append(src or digest)
-                        continue
-                    seen.add(digest)
-                box_json = json.dumps([int(v) for v in box]) if box is not None else None
-                rows.append((pid, src, digest, box_json, vec.tobytes(), stamp))
-            for row in rows:
-                cur = con.execute(
-                    "INSERT INTO embeddings (person_id, source, sha256, box, vector, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-                result.added.append(int(cur.lastrowid))
-            con.executemany(
-                "INSERT INTO change_log (embedding_id, op) VALUES (?, 1)",
-                [(i,) for i in result.added],
-            )
-            if not result.added:
-                # Nothing new: do not leave an empty person behind.
-                con.execute(
-                    "DELETE FROM people WHERE id = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM embeddings WHERE person_id = ?)",
-                    (pid, pid),
-                )
-
-        self.write(tx)
-        return result
-
-    def enroll_batch(
-        self, names: Sequence[str], embeddings: np.ndarray, model_id: str
-    ) -> list[int]:
-        """Bulk load: one embedding per name (people created as needed), one transaction."""
-        if not model_id:
-            raise ConvlensError("enroll_batch needs the encoder's model_id")
-        self.check_model(model_id)
-        vecs = _search.check_vectors(embeddings, self.dim)
-        names = [self.check_name(n) for n in names]
-        if len(names) != len(vecs):
-            raise ConvlensError("enroll_batch needs one name per embedding")
-
-        def tx(con):
-            self._claim_model(con, model_id, vecs.shape[1])
-            stamp = now()
-            con.executemany(
-                "INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)",
-                ((n, stamp) for n in names),
-            )
-            first = con.execute("SELECT COALESCE(MAX(id), 0) FROM embeddings").fetchone()[0]
-            con.executemany(
-                "INSERT INTO embeddings (person_id, vector, created) "
-                "SELECT id, ?, ? FROM people WHERE name = ?",
-                ((v.tobytes(), stamp, n) for v, n in zip(vecs, names, strict=True)),
-            )
-            ids = [
-                r[0]
-                for r in con.execute("SELECT id FROM embeddings WHERE id > ? ORDER BY id", (first,))
-            ]
-            con.executemany(
-                "INSERT INTO change_log (embedding_id, op) VALUES (?, 1)", ((i,) for i in ids)
-            )
-            return ids
-
-        ids = self.write(tx)
-        return ids
-
     # -- what the ANN index catches up from ---------------------------------------------------
 
     def last_change(self) -> int:
         return int(self.one("SELECT COALESCE(MAX(seq), 0) FROM change_log")[0])
 
-    def changes_since(self, seq: int) -> list[tuple[int, int]]:
-        """(embedding id, +1 added | -1 erased) logged after `seq`, in order."""
+    def changes_since(self, seq: int) -> list[tuple[int, int, int]]:
+        """(log seq, embedding id, +1 added | -1 erased) logged after `seq`, in order."""
         return self.all(
-            "SELECT embedding_id, op FROM change_log WHERE seq > ? ORDER BY seq", (seq,)
+            "SELECT seq, embedding_id, op FROM change_log WHERE seq > ? ORDER BY seq", (seq,)
         )
 
     def vectors_by_person(self) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-        """Every embedding: (person ids, float32 vectors), grouped by person, and names."""
-        rows = self.all("SELECT e.person_id, e.vector FROM embeddings e ORDER BY e.person_id, e.id")
-        names = dict(self.all("SELECT id, name FROM people"))
-        dim = self.dim or 0
-        if not rows:
-            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32), names
-        pids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
-        return pids, vecs, names
+        """Every embedding: (person ids, float32 vectors), grouped by person, and names; one
+        snapshot, so every person id has its name."""
+
+        def rows(con):
+            sql = f"SELECT {ROW_COLUMNS} FROM embeddings e ORDER BY e.person_id, e.id"
+            return con.execute(sql).fetchall(), dict(con.execute("SELECT id, name FROM people"))
+
+        rows, names = self.read(rows)
+        pids = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+        return pids, self._unpack(rows), names
 
     def vectors_by_id(self) -> tuple[np.ndarray, np.ndarray]:
         """Every embedding: (ids, float32 vectors) in id order."""
-        rows = self.all("SELECT id, vector FROM embeddings ORDER BY id")
+        rows = self.all(f"SELECT {ROW_COLUMNS} FROM embeddings e ORDER BY e.id")
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
-        return ids, vecs
+        return ids, self._unpack(rows)
 
     def fetch(self, ids: np.ndarray, dim: int) -> tuple[np.ndarray, list[str | None]]:
         """float32 vectors and person names of these embedding ids, in order; an id deleted
         meanwhile gives an infinite vector and name None."""
         marks = ",".join("?" * len(ids))
         rows = self.all(
-            f"SELECT e.id, e.vector, p.name FROM embeddings e JOIN people p "
+            f"SELECT {ROW_COLUMNS}, p.name FROM embeddings e JOIN people p "
             f"ON p.id = e.person_id WHERE e.id IN ({marks})",
             [int(i) for i in ids],
         )
-        by_id = {r[0]: r for r in rows}
-        vecs = np.zeros((len(ids), dim), np.float32)
-        names = []
+        found = self._unpack([r[:4] for r in rows])
+        by_id = {r[0]: (found[j], r[4]) for j, r in enumerate(rows)}
+        vecs = np.full((len(ids), dim), np.inf, np.float32)
+        names: list[str | None] = []
         for j, i in enumerate(ids):
-            r = by_id.get(int(i))
-            if r is None:
-                vecs[j] = np.inf
-                names.append(None)
-            else:
-                vecs[j] = np.frombuffer(r[1], np.float32)
-                names.append(r[2])
+            vec, name = by_id.get(int(i), (None, None))
+            if vec is not None:
+                vecs[j] = vec
+            names.append(name)
         return vecs, names

@@ -1,0 +1,187 @@
+"""Writing enrolment rows: one person's photos, or a bulk load, each in one transaction,
+every row checksummed (schema.row_checksum) inside the transaction that adds it.
+
+`EnrolmentRows` is part of GalleryStore (storage.py); it uses the store's `write`,
+`check_model`, `check_name`, `dim` and `path`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from convlens.errors import ConvlensError
+from convlens.faces import search as _search
+from convlens.faces.gallery.schema import now
+
+
+@dataclass
+class EnrollResult:
+    name: str
+    added: list[int] = field(default_factory=list)  # embedding ids
+    skipped: list[str] = field(default_factory=list)  # duplicate photos, already enrolled
+
+
+def file_hash(photo) -> str | None:
+    if isinstance(photo, str | os.PathLike):
+        h = hashlib.sha256()
+        with open(photo, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    if isinstance(photo, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(photo).tobytes()).hexdigest()
+    return None
+
+
+def _last_id(con: sqlite3.Connection) -> int:
+    return con.execute("SELECT COALESCE(MAX(id), 0) FROM embeddings").fetchone()[0]
+
+
+def _seal(con: sqlite3.Connection, after: int) -> None:
+    """Inside the enrolment's transaction: checksum the rows it added (ids above `after`)."""
+    con.execute(
+        "UPDATE embeddings SET checksum = convlens_row_checksum(id, person_id, vector) "
+        "WHERE id > ?",
+        (after,),
+    )
+
+
+class EnrolmentRows:
+    """GalleryStore's enrolment writes (records the encoder, adds rows)."""
+
+    def _claim_model(self, con, model_id: str, dim: int) -> None:
+        """Inside a write transaction: record the encoder on first use, refuse another one."""
+        stored = con.execute("SELECT value FROM meta WHERE key = 'model_id'").fetchone()
+        if stored is None:
+            con.execute("INSERT INTO meta VALUES ('model_id', ?)", (model_id,))
+            con.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
+            return
+        if stored[0] != model_id:
+            raise ConvlensError(
+                f"{self.path}: gallery was built with encoder {stored[0]!r}, not {model_id!r}"
+            )
+        stored_dim = con.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
+        if stored_dim and int(stored_dim[0]) != dim:
+            raise ConvlensError(f"embeddings have {dim} components; gallery has {stored_dim[0]}")
+
+    def enroll_embeddings(
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        *,
+        model_id: str,
+        sources: Sequence[str | None] | None = None,
+        hashes: Sequence[str | None] | None = None,
+        boxes: Sequence[Sequence[int] | None] | None = None,
+    ) -> EnrollResult:
+        """Store embeddings for `name` (created if new) in one transaction.
+
+        Rows whose hash is already stored for this person are skipped; a hash stored for
+        someone else is refused (one photo cannot show two people's largest face).
+        """
+        name = self.check_name(name)
+        if not model_id:
+            raise ConvlensError("enroll_embeddings needs the encoder's model_id")
+        self.check_model(model_id)
+        vecs = _search.check_vectors(embeddings, self.dim)
+        n = len(vecs)
+        sources = list(sources) if sources is not None else [None] * n
+        hashes = list(hashes) if hashes is not None else [None] * n
+        boxes = list(boxes) if boxes is not None else [None] * n
+        if not (len(sources) == len(hashes) == len(boxes) == n):
+            raise ConvlensError("sources, hashes and boxes must match the embeddings in number")
+        result = EnrollResult(name)
+
+        def tx(con):
+            self._claim_model(con, model_id, vecs.shape[1])
+            stamp = now()
+            con.execute("INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)", (name, stamp))
+            pid = con.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
+            rows = []
+            seen = set()
+            for vec, src, digest, box in zip(vecs, sources, hashes, boxes, strict=True):
+                if digest is not None:
+                    other = con.execute(
+                        "SELECT p.name FROM embeddings e JOIN people p ON p.id = e.person_id "
+                        "WHERE e.sha256 = ? LIMIT 1",
+                        (digest,),
+                    ).fetchone()
+                    if other is not None and other[0] != name:
+                        raise ConvlensError(
+                            f"{src or 'photo'}: already enrolled as {other[0]!r}, not enrolling "
+                            f"it as {name!r}"
+                        )
+                    if other is not None or digest in seen:
+                        result.skipped.append(src or digest)
+                        continue
+                    seen.add(digest)
+                box_json = json.dumps([int(v) for v in box]) if box is not None else None
+                rows.append((pid, src, digest, box_json, vec.tobytes(), stamp))
+            first = _last_id(con)
+            for row in rows:
+                cur = con.execute(
+                    "INSERT INTO embeddings (person_id, source, sha256, box, vector, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                result.added.append(int(cur.lastrowid))
+            _seal(con, first)
+            con.executemany(
+                "INSERT INTO change_log (embedding_id, op) VALUES (?, 1)",
+                [(i,) for i in result.added],
+            )
+            if not result.added:
+                # Nothing new: do not leave an empty person behind.
+                con.execute(
+                    "DELETE FROM people WHERE id = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM embeddings WHERE person_id = ?)",
+                    (pid, pid),
+                )
+
+        self.write(tx)
+        return result
+
+    def enroll_batch(
+        self, names: Sequence[str], embeddings: np.ndarray, model_id: str
+    ) -> list[int]:
+        """Bulk load: one embedding per name (people created as needed), one transaction."""
+        if not model_id:
+            raise ConvlensError("enroll_batch needs the encoder's model_id")
+        self.check_model(model_id)
+        vecs = _search.check_vectors(embeddings, self.dim)
+        names = [self.check_name(n) for n in names]
+        if len(names) != len(vecs):
+            raise ConvlensError("enroll_batch needs one name per embedding")
+
+        def tx(con):
+            self._claim_model(con, model_id, vecs.shape[1])
+            stamp = now()
+            con.executemany(
+                "INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)",
+                ((n, stamp) for n in names),
+            )
+            first = _last_id(con)
+            con.executemany(
+                "INSERT INTO embeddings (person_id, vector, created) "
+                "SELECT id, ?, ? FROM people WHERE name = ?",
+                ((v.tobytes(), stamp, n) for v, n in zip(vecs, names, strict=True)),
+            )
+            _seal(con, first)
+            ids = [
+                r[0]
+                for r in con.execute("SELECT id FROM embeddings WHERE id > ? ORDER BY id", (first,))
+            ]
+            con.executemany(
+                "INSERT INTO change_log (embedding_id, op) VALUES (?, 1)", ((i,) for i in ids)
+            )
+            return ids
+
+        ids = self.write(tx)
+        return ids
