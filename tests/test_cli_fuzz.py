@@ -57,6 +57,9 @@ ACCEPTED: dict[tuple[str, str], set[str]] = {
     ("train siamese", "--weight-decay"): {"0"},
     ("train triplet", "--grad-clip"): {"0"},  # 0 = no clipping
     ("train siamese", "--grad-clip"): {"0"},
+    ("serve", "--port"): {"0"},  # 0 = a free port, printed at startup (tests use it)
+    ("serve", "--queue"): {"0"},  # no waiting: busy workers answer 503 at once
+    ("serve", "--rate"): {"0"},  # no per-key rate limit (benchmarks, trusted networks)
 }
 
 

@@ -21,6 +21,8 @@ GROUPS = {
     "style": "convlens.style.cli",
     "inspect": "convlens.inspection.cli",
     "models": "convlens.models.cli",
+    "serve": "convlens.service.serve_cli",
+    "keys": "convlens.service.keys_cli",
 }
 
 

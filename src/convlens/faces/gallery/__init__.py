@@ -21,6 +21,7 @@ from convlens.errors import ConvlensError
 from convlens.faces import search as _search
 from convlens.faces.box import Box
 from convlens.faces.detect import DEFAULT_DETECTOR
+from convlens.faces.gallery import postgres as _postgres
 from convlens.faces.gallery.enrolment import EnrollResult, file_hash
 from convlens.faces.gallery.index import GalleryIndex
 from convlens.faces.gallery.policy import (
@@ -38,7 +39,7 @@ from convlens.faces.gallery.schema import (
     SCHEMA_VERSION,
     check_gallery_file,
 )
-from convlens.faces.gallery.storage import GalleryStore, Person
+from convlens.faces.gallery.storage import GalleryStore, Person, Photo
 
 __all__ = [
     "APPLICATION_ID",
@@ -54,6 +55,7 @@ __all__ = [
     "Gallery",
     "NoSuchPerson",
     "Person",
+    "Photo",
     "Verdict",
     "check_gallery_file",
 ]
@@ -97,9 +99,12 @@ class Gallery:
         if self._encoder_loaded:
             self._model_id = getattr(encoder, "model_id", model_id)
         self.encode_options = {"detector": DEFAULT_DETECTOR, **(encode_options or {})}
-        self._store = GalleryStore(path, create=create, busy_timeout=busy_timeout)
+        if _postgres.is_database_url(path):  # several machines share one PostgreSQL gallery
+            self._store, self._index = _postgres.open_gallery(path, create)
+        else:
+            self._store = GalleryStore(path, create=create, busy_timeout=busy_timeout)
+            self._index = GalleryIndex(self._store)
         self.path = self._store.path
-        self._index = GalleryIndex(self._store)
         self._policy = ThresholdPolicy(self._store, verifier)
         if self._model_id is not None:
             try:
@@ -203,6 +208,31 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> None:
         self._store.rename(old, new)
+
+    def photos(self, name: str) -> list[Photo]:
+        """The embeddings enrolled for `name` (id, source, sha256, box, created)."""
+        return self._store.photos(name)
+
+    def forget_photo(self, name: str, photo_id: int) -> None:
+        """Erase one embedding of `name` (verified as `forget` does); forgetting the last one
+        forgets the person."""
+        vector = self._store.forget_photo(self._store.check_name(name), photo_id)
+        problems = self._index.erased(vector[None])
+        wal = self._store.scrub([vector.tobytes()])
+        if wal:
+            problems.append(wal)
+        if problems:
+            raise ErasureIncomplete(
+                f"{self.path}: photo {photo_id} of {name!r} is deleted but not yet erased "
+                "from disk: " + "; ".join(problems)
+            )
+        self._store.erasure_done()
+
+    def labelled_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every embedding (n, D) float32 and its person's name (n,), e.g. to calibrate τ
+        on the gallery itself (faces.calibrate.pair_scores)."""
+        pids, vecs, names = self._store.vectors_by_person()
+        return vecs, np.asarray([names[int(p)] for p in pids], dtype=object)
 
     # -- enrolment -------------------------------------------------------------------------------
 

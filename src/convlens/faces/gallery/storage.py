@@ -51,6 +51,18 @@ class Person:
     photos: int
 
 
+@dataclass
+class Photo:
+    """One enrolled embedding: its id, the photo's path (None for an image sent as pixels),
+    its SHA-256, the face box and when it was stored."""
+
+    id: int
+    source: str | None
+    sha256: str | None
+    box: list[int] | None
+    created: str
+
+
 def _found(path: Path, needles: Sequence[bytes]) -> bool:
     """Whether any of the byte strings occurs in the file (searched without reading it all
     into memory)."""
@@ -320,6 +332,40 @@ class GalleryStore(EnrolmentRows):
             self.write(lambda con: con.execute("DELETE FROM meta WHERE key = 'erasure_pending'"))
             with contextlib.suppress(sqlite3.Error):  # the mark's page holds nothing personal
                 self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def photos(self, name: str) -> list[Photo]:
+        pid = self.person_id(self.check_name(name))
+        rows = self.all(
+            "SELECT id, source, sha256, box, created FROM embeddings WHERE person_id = ? "
+            "ORDER BY id",
+            (pid,),
+        )
+        return [Photo(i, src, h, json.loads(b) if b else None, c) for i, src, h, b, c in rows]
+
+    def forget_photo(self, name: str, photo_id: int) -> np.ndarray:
+        """Delete one embedding of `name` (logged, erasure marked pending as by `forget`);
+        the person goes with their last one. Returns the deleted vector (to scrub)."""
+        name = self.check_name(name)
+
+        def tx(con):
+            row = con.execute(
+                "SELECT e.person_id, e.vector FROM embeddings e JOIN people p "
+                "ON p.id = e.person_id WHERE e.id = ? AND p.name = ?",
+                (int(photo_id), name),
+            ).fetchone()
+            if row is None:
+                raise NoSuchPerson(f"no photo {photo_id} of {name!r} in the gallery {self.path}")
+            con.execute("INSERT INTO change_log (embedding_id, op) VALUES (?, -1)", (photo_id,))
+            con.execute("DELETE FROM embeddings WHERE id = ?", (int(photo_id),))
+            con.execute(
+                "DELETE FROM people WHERE id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM embeddings WHERE person_id = ?)",
+                (row[0], row[0]),
+            )
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('erasure_pending', ?)", (now(),))
+            return np.frombuffer(row[1], np.float32)
+
+        return self.write(tx)
 
     def rename(self, old: str, new: str) -> None:
         old, new = self.check_name(old), self.check_name(new)

@@ -1,0 +1,251 @@
+"""Recognition: identify (1:K, every face), verify (1:1), detect, embeddings out and in,
+the encoder's id, τ with its provenance, and the calibration report."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from convlens.service import images
+from convlens.service.app import check_name, require, service
+from convlens.service.errors import ApiError
+from convlens.service.routes_people import check_model, model_id_of, parse_embeddings
+
+router = APIRouter(tags=["recognition"])
+MAX_K = 20
+
+
+def threshold_json(g) -> dict:
+    tau = g.decision_threshold()
+    return {"value": tau.value, "scorer": tau.scorer, "provenance": g.threshold_info}
+
+
+def face_json(match) -> dict:
+    """A FaceMatch with the decision spelled out for the face and each candidate."""
+    out = match.to_json()
+    out["decision"] = "match" if match.name is not None else "unknown"
+    for c in out["candidates"]:
+        c["match"] = c["distance"] <= match.threshold
+    return out
+
+
+def _k(fields: dict) -> int:
+    try:
+        k = int(fields.get("k", 1))
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_request", "k must be a whole number") from None
+    if not 1 <= k <= MAX_K:
+        raise ApiError(400, "bad_request", f"k must be 1..{MAX_K}")
+    return k
+
+
+@router.post("/identify", dependencies=[require("recognize")])
+async def identify(request: Request) -> dict:
+    """Every face in `image`: box, the k best candidates with distance and decision, τ."""
+    svc = service(request)
+    fields, files = await images.request_parts(request)
+    k = _k(fields)
+
+    def work(g):
+        matches = g.identify(images.one_image(files, "image", svc.config.max_pixels), k=k)
+        return {"faces": [face_json(m) for m in matches], "threshold": threshold_json(g)}
+
+    return await svc.pool.run(work)
+
+
+@router.post("/verify", dependencies=[require("recognize")])
+async def verify(request: Request) -> dict:
+    """Is the largest face in `image` the person `name`? Or, with `image2` instead of a
+    name, do the largest faces of the two photos show the same person?"""
+    svc = service(request)
+    fields, files = await images.request_parts(request)
+    name = fields.get("name")
+    if (name is None) == ("image2" not in files):
+        raise ApiError(400, "bad_request", "send `name` or `image2`, not both or neither")
+    name = check_name(name) if name is not None else None
+
+    def work(g):
+        from convlens import faces
+
+        img = images.one_image(files, "image", svc.config.max_pixels)
+        if name is not None:
+            v = g.verify(img, name)
+            return {
+                "match": bool(v.match),
+                "distance": v.distance,
+                "name": v.name,
+                "box": list(v.box) if v.box else None,
+                "threshold": threshold_json(g),
+            }
+        other = images.one_image(files, "image2", svc.config.max_pixels)
+        a, b = (_largest(faces, g, x, label) for x, label in ((img, "image"), (other, "image2")))
+        d = float(faces.distance(a, b))
+        return {
+            "match": d <= g.threshold,
+            "distance": d,
+            "boxes": [list(a.box), list(b.box)],
+            "threshold": threshold_json(g),
+        }
+
+    return await svc.pool.run(work)
+
+
+def _largest(faces, g, img, label: str):
+    found = faces.encode(img, model=g.encoder, **g.encode_options)
+    if not found:
+        raise ApiError(400, "no_face", f"{label}: no face found")
+    return found[0]
+
+
+@router.post("/detect", dependencies=[require("recognize")])
+async def detect(request: Request) -> dict:
+    """Every face's box, detector score and 5 landmarks (no encoding)."""
+    svc = service(request)
+    _, files = await images.request_parts(request)
+
+    def work(g):
+        from convlens import faces
+
+        img = images.one_image(files, "image", svc.config.max_pixels)
+        found, _ = faces.face_chips(img, detector=g.encode_options["detector"])
+        return {
+            "faces": [
+                {
+                    **f.to_json(embedding=False),
+                    "detector": f.detector,
+                    "landmarks": np.round(f.landmarks, 1).tolist(),
+                }
+                for f in found
+            ]
+        }
+
+    return await svc.pool.run(work)
+
+
+@router.post("/embeddings", dependencies=[require("recognize")])
+async def embeddings_out(request: Request) -> dict:
+    """Every face in `image` with its embedding, and the encoder's model_id."""
+    svc = service(request)
+    _, files = await images.request_parts(request)
+
+    def work(g):
+        from convlens import faces
+
+        img = images.one_image(files, "image", svc.config.max_pixels)
+        found = faces.encode(img, model=g.encoder, **g.encode_options)
+        return {"model_id": g.encoder_model_id(), "faces": [f.to_json() for f in found]}
+
+    return await svc.pool.run(work)
+
+
+@router.post("/embeddings/identify", dependencies=[require("recognize")])
+async def identify_embeddings(request: Request) -> dict:
+    """1:K for embeddings computed by the client: JSON {"model_id", "embeddings", "k"}."""
+    fields, _ = await images.request_parts(request)
+    model_id, vecs, k = model_id_of(fields), parse_embeddings(fields), _k(fields)
+
+    def work(g):
+        check_model(g, model_id)
+        if g.dim is None:  # empty gallery: nobody to find
+            return {"faces": [], "threshold": threshold_json(g)}
+        matches = g.identify_embeddings(vecs, k=k)
+        return {"faces": [face_json(m) for m in matches], "threshold": threshold_json(g)}
+
+    return await service(request).pool.run(work)
+
+
+@router.get("/model", dependencies=[require("read")])
+async def model(request: Request) -> dict:
+    """The encoder this service uses (embeddings sent in must come from it)."""
+
+    def work(g):
+        return {"model_id": g.encoder_model_id(), "gallery_model_id": g.model_id, "dim": g.dim}
+
+    return await service(request).pool.run(work)
+
+
+@router.get("/threshold", dependencies=[require("read")])
+async def threshold(request: Request) -> dict:
+    return await service(request).pool.run(threshold_json)
+
+
+def _gallery_scores(g):
+    from convlens.faces import calibrate
+
+    vecs, labels = g.labelled_embeddings()
+    if len(set(labels.tolist())) < 2 or len(labels) == len(set(labels.tolist())):
+        raise ApiError(
+            409, "not_enough_data", "calibration needs two people and someone with two photos"
+        )
+    d, same = calibrate.pair_scores(vecs, labels)
+    return d, same, len(labels), len(set(labels.tolist()))
+
+
+@router.get("/calibration", dependencies=[require("read")])
+async def calibration(request: Request) -> dict:
+    """EER, best accuracy and TAR at FAR 1e-2/1e-3/1e-4 over every pair of the gallery's own
+    embeddings, beside the τ in use and its provenance."""
+
+    def work(g):
+        from convlens.faces import calibrate
+
+        d, same, n, people = _gallery_scores(g)
+        report = calibrate.calibration_report(d, same)
+        return {"report": report, "photos": n, "people": people, "threshold": threshold_json(g)}
+
+    return await service(request).pool.run(work)
+
+
+@router.get("/calibration/plot.png", dependencies=[require("read")])
+async def calibration_plot(request: Request) -> Response:
+    """The ROC and DET curves of the same pairs, as a PNG."""
+
+    def work(g):
+        from convlens import metrics
+
+        d, same, _, _ = _gallery_scores(g)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "roc.png"
+            metrics.plot_roc({"Euclidean distance": (d, same)}, path)
+            return path.read_bytes()
+
+    return Response(await service(request).pool.run(work), media_type="image/png")
+
+
+@router.post("/calibration", dependencies=[require("admin")])
+async def set_threshold(request: Request) -> dict:
+    """Store τ for a target FAR ({"far": 0.01}) read off the gallery's own pairs."""
+    fields, _ = await images.request_parts(request)
+    try:
+        far = float(fields.get("far"))
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_request", "far must be a number such as 0.01") from None
+    if not 0 < far < 1:
+        raise ApiError(400, "bad_request", "far must be in (0, 1)")
+
+    def work(g):
+        from convlens.faces import calibrate
+
+        d, same, n, people = _gallery_scores(g)
+        report = calibrate.calibration_report(d, same, (*calibrate.FARS, far))
+        tau = calibrate.choose_threshold(report, far)
+        entry = report["tar_at_far"][f"{far:g}"]
+        g.set_threshold(
+            tau,
+            {
+                "source": f"calibrated on the gallery ({n} photos, {people} "
+                "people) through the service",
+                "far": far,
+                "tar": entry["tar"],
+                "model_id": g.encoder_model_id(),
+                "genuine_pairs": report["genuine_pairs"],
+                "impostor_pairs": report["impostor_pairs"],
+            },
+        )
+        return threshold_json(g)
+
+    return await service(request).pool.run(work)
