@@ -62,8 +62,9 @@ def istft(spec: torch.Tensor, n_fft: int, hop: int, length: int) -> torch.Tensor
 class LogMel(nn.Module):
     """Waveforms (N, samples) or (N, 1, samples) -> log-mel energies (N, n_mels, frames).
 
-    cmn: subtract each band's mean over the clip (cepstral mean normalisation), which removes a
-    fixed channel colouring (microphone, codec) and keeps what varies in time.
+    norm: "band" subtracts each band's mean over the clip (cepstral mean normalisation: removes
+    a fixed channel colouring, but also the clip's long-term spectral envelope, much of which
+    is the speaker's); "clip" subtracts one mean over everything (loudness only); None: raw.
     """
 
     def __init__(
@@ -74,10 +75,12 @@ class LogMel(nn.Module):
         n_mels: int = 40,
         fmin: float = 60.0,
         fmax: float | None = None,
-        cmn: bool = True,
+        norm: str | None = "clip",
     ) -> None:
         super().__init__()
-        self.rate, self.n_fft, self.hop, self.n_mels, self.cmn = rate, n_fft, hop, n_mels, cmn
+        if norm not in ("band", "clip", None):
+            raise ValueError(f"norm must be 'band', 'clip' or None, not {norm!r}")
+        self.rate, self.n_fft, self.hop, self.n_mels, self.norm = rate, n_fft, hop, n_mels, norm
         fb = mel_filterbank(rate, n_fft, n_mels, fmin, fmax or rate / 2 * 0.95)
         self.register_buffer("filters", fb, persistent=False)
 
@@ -86,11 +89,14 @@ class LogMel(nn.Module):
             wave = wave[:, 0]
         power = stft(wave.float(), self.n_fft, self.hop).abs().pow(2)
         mel = torch.log(self.filters @ power + 1e-6)
-        return mel - mel.mean(-1, keepdim=True) if self.cmn else mel
+        if self.norm is None:
+            return mel
+        dims = (-1,) if self.norm == "band" else (-2, -1)
+        return mel - mel.mean(dims, keepdim=True)
 
 
 def mfcc(wave: torch.Tensor, rate: int, n_mfcc: int = 20, n_mels: int = 40) -> torch.Tensor:
     """(N, samples) -> MFCCs (N, n_mfcc, frames) of 32 ms frames every 10 ms (no CMN)."""
     n_fft = 1 << max(6, round(math.log2(0.032 * rate)))
-    logmel = LogMel(rate, n_fft, max(1, rate // 100), n_mels, cmn=False).to(wave.device)(wave)
+    logmel = LogMel(rate, n_fft, max(1, rate // 100), n_mels, norm=None).to(wave.device)(wave)
     return dct_matrix(n_mels, n_mfcc).to(wave.device) @ logmel
