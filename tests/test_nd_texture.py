@@ -44,7 +44,12 @@ def vgg_features():
 
 def test_solid_texture_loss_falls(vgg_features, one_torch_thread, tmp_path):
     from convlens.volumes.solid import (
-        all_slices, output_paths, save_solid, slice_loss, solid_texture, style_targets,
+        all_slices,
+        output_paths,
+        save_solid,
+        slice_loss,
+        solid_texture,
+        style_targets,
     )  # fmt: skip
 
     rng = np.random.default_rng(2)

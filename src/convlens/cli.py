@@ -21,6 +21,7 @@ GROUPS = {
     "style": "convlens.style.cli",
     "inspect": "convlens.inspection.cli",
     "models": "convlens.models.cli",
+    "texture": "convlens.texture_cli",
 }
 
 

@@ -46,7 +46,9 @@ def one_shot(
         enrolled = {int(p): int(rng.choice(np.nonzero(labels == p)[0])) for p in people}
         # distances of unit vectors are at most 2: a threshold of 4 accepts every nearest match
         probes, matches = _gallery_answers(emb, labels, enrolled, 4.0, model_id)
-        rank1.append(np.mean([m.name == f"p{labels[i]}" for i, m in zip(probes, matches)]))
+        rank1.append(
+            np.mean([m.name == f"p{labels[i]}" for i, m in zip(probes, matches, strict=True)])
+        )
         left_out = int(rng.choice(people))
         del enrolled[left_out]
         probes, matches = _gallery_answers(emb, labels, enrolled, tau, model_id)
