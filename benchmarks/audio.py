@@ -88,7 +88,7 @@ def run_speakers(audio: Path, steps: int, trials: int) -> dict:
     data = load_audio_folder(audio / "voices", RATE, progress=False)
     order = np.random.default_rng(0).permutation(len(data.people))
     folds = [[data.people[i] for i in order[k::3]] for k in range(3)]
-    tmp = ROOT / "benchmarks" / "results" / "audio_models"
+    tmp = ROOT / "out" / "audio_models"  # trained models: not committed
     tmp.mkdir(parents=True, exist_ok=True)
     report = {"clips": len(data), "speakers": len(data.people), "steps": steps, "folds": []}
     for k, held in enumerate(folds):

@@ -54,7 +54,9 @@ def one_texture(folder: Path, name: str, steps: int, seconds: float) -> tuple[di
             ref, texture_stats(np.random.default_rng(0).standard_normal(len(baseline)), RATE)
         ),
     }
-    write_audio(DOCS / f"texture_{name}.wav", result.samples, RATE)
+    # Listenable output stays out of git (derived from the shared clips' licences).
+    (DOCS.parents[1] / "out").mkdir(exist_ok=True)
+    write_audio(DOCS.parents[1] / "out" / f"texture_{name}.wav", result.samples, RATE)
     save_spectrograms(
         {"exemplar": exemplar[: int(seconds * RATE)], "synthesis": result.samples,
          "shuffled frames": baseline},

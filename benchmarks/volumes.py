@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,11 @@ def solid_row(exemplar: np.ndarray, name: str, size: int, steps: int, features) 
         "loss_first10": float(np.mean(result.losses[:10])),
         "loss_last10": float(np.mean(result.losses[-10:])),
     }  # fmt: skip
-    save_solid(result, DOCS / f"solid_{name}_{size}.npz")
+    # The cube itself goes to out/ (not committed); its pictures to docs/nd/.
+    (ROOT / "out").mkdir(exist_ok=True)
+    for path in save_solid(result, ROOT / "out" / f"solid_{name}_{size}.npz"):
+        if path.suffix != ".npz":
+            shutil.copy(path, DOCS / path.name)
     print(row)
     return row
 
