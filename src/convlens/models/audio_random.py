@@ -44,7 +44,7 @@ def _load(weights=None, **config) -> RandomSpectralConv:
 
 
 def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, register
+    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
 
     register(
         ModelEntry(
@@ -54,6 +54,7 @@ def _register() -> None:
             "(Ulyanov & Lebedev 2016), for audio texture Gram statistics",
             load=_load,
             build=RandomSpectralConv,
+            weights=Weights(None, licence="-", source="none: random filters from a seed"),
             input=InputFormat(
                 None,
                 channels="spectrogram",

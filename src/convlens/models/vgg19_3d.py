@@ -57,7 +57,7 @@ def _register() -> None:
     register(
         ModelEntry(
             name="vgg19-3d",
-            tasks=("volume-backbone", "inspectable"),
+            tasks=("volume-backbone",),  # `inspect volume-units`, not the image scan
             about="VGG19 (original Caffe weights) inflated to 3-D, up to relu3_1",
             load=load,
             build=VGG19Inflated,
