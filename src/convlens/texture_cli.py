@@ -74,11 +74,11 @@ def _solid_parser(sub) -> None:
     p.add_argument("style", metavar="EXEMPLAR", type=cli_options.existing_path("file"))
     p.add_argument("-o", "--output", required=True, type=Path, help="output .npz")
     p.add_argument("--size", type=int_range(8, 512), default=64, help="cube side, 8..512 (64)")
-    p.add_argument("--steps", type=int_range(1, 100_000), default=200, help="Adam steps (200)")
+    p.add_argument("--steps", type=int_range(1, 100_000), default=200, help="gradient steps (200)")
     p.add_argument("--per-axis", type=int_range(1, 64), default=2,
                    help="random slices per axis per step (2)")  # fmt: skip
     p.add_argument("--lr", type=float_range(0, 10, lo_open=True), default=0.02,
-                   help="Adam learning rate (0.02)")  # fmt: skip
+                   help="step size per voxel, 0..1 scale (0.02)")  # fmt: skip
     _common(p)
     p.set_defaults(func=_run_solid)
 

@@ -96,6 +96,21 @@ def slice_loss(slices: torch.Tensor, features: SliceFeatures, targets) -> torch.
     return total / maps[0].shape[0]
 
 
+def _normalised_step(volume: torch.Tensor, lr: float) -> None:
+    """x -= lr * g / rms(g over the voxels the drawn slices touched), then clamp to 0..1.
+
+    Plain, stateless steps on purpose: a step touches only a few slices, and a per-voxel
+    optimiser state (Adam's moments and bias correction) then moves rarely touched voxels by
+    several times lr when they are touched again, which made the cost rise at 64^3.
+    """
+    with torch.no_grad():
+        g = volume.grad
+        touched = g != 0
+        if touched.any():
+            volume -= lr * g / g[touched].pow(2).mean().sqrt()
+        volume.clamp_(0, 1)
+
+
 def solid_texture(
     exemplar: str | os.PathLike | np.ndarray,
     size: int = 64,
@@ -106,7 +121,8 @@ def solid_texture(
     features: SliceFeatures | None = None,
     callback: Callable[[int, float], None] | None = None,
 ) -> SolidResult:
-    """Optimise a size^3 RGB volume (Adam) so its slices match the exemplar's Grams."""
+    """Optimise a size^3 RGB volume (normalised gradient steps of `lr`) so that its slices
+    match the exemplar's Grams."""
     from convlens.images import load_image
 
     if not 8 <= size <= MAX_SIZE:
@@ -118,17 +134,12 @@ def solid_texture(
     mean = image.mean((2, 3)).view(3, 1, 1, 1)
     volume = (mean + 0.1 * torch.randn(3, size, size, size, generator=gen)).clamp(0, 1)
     volume.requires_grad_(True)
-    # No momentum (beta1 = 0): a step touches only the drawn slices, and momentum would keep
-    # pushing every other voxel along a stale direction (the cost then rises at 64^3).
-    opt = torch.optim.Adam([volume], lr=lr, betas=(0.0, 0.99))
     losses, start = [], time.perf_counter()
     for step in range(1, steps + 1):
-        opt.zero_grad()
+        volume.grad = None
         loss = slice_loss(random_slices(volume, per_axis, gen), features, targets)
         loss.backward()
-        opt.step()
-        with torch.no_grad():
-            volume.clamp_(0, 1)
+        _normalised_step(volume, lr)
         losses.append(float(loss.detach()))
         if callback is not None:
             callback(step, losses[-1])
