@@ -20,6 +20,18 @@ def test_audio_texture_loss_falls_and_output_has_the_length(one_torch_thread):
     assert r.losses[-1] < 0.2 * r.losses[0]
 
 
+def test_audio_texture_transfer_keeps_the_content_length(one_torch_thread):
+    """With a content clip (whose STFT is a non-contiguous tensor: L-BFGS once failed on it)."""
+    from convlens.audio.texture import RATE, synthesize
+
+    rng = np.random.default_rng(3)
+    t = np.arange(RATE // 2) / RATE
+    content = np.sin(2 * np.pi * 300 * t * (1 + t)).astype(np.float32)
+    style = rng.standard_normal(RATE).astype(np.float32)
+    r = synthesize(style, content=content, steps=5, channels=32)
+    assert len(r.samples) == len(content) and r.losses[-1] < r.losses[0]
+
+
 def test_texture_stats_tell_modulated_from_steady_noise():
     rate = 22050
     rng = np.random.default_rng(1)

@@ -109,7 +109,8 @@ def synthesize(
         x = log_magnitude(samples)
         content_loss = ContentLoss(net(x[None]))
         terms.append(lambda f: content_weight * content_loss(f))
-    x = x.clone().requires_grad_(True)
+    # L-BFGS flattens the gradient with .view: the STFT gives a non-contiguous tensor
+    x = x.clone(memory_format=torch.contiguous_format).requires_grad_(True)
     losses = _optimise(x, net, style_loss, terms, steps, callback)
     magnitude = torch.expm1(x.detach()).clamp_min(0)
     wave = griffin_lim(magnitude, length, seed=seed).numpy().astype(np.float32)
