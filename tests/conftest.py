@@ -32,6 +32,16 @@ def styles_dir() -> Path:
     return _shared("styles")
 
 
+@pytest.fixture(scope="session")
+def shared_audio() -> Path:
+    return _shared("audio")
+
+
+@pytest.fixture(scope="session")
+def shared_volumes() -> Path:
+    return _shared("volumes")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny tensors gain nothing from 2 threads, and on a shared CPU 2 threads can stall."""

@@ -27,7 +27,10 @@ HUGE = {"int": "1000000000000", "float": "1e30"}
 # (command, option) -> values accepted on purpose. Everything else in 0, -1, huge is refused.
 ACCEPTED: dict[tuple[str, str], set[str]] = {
     # a seed is any non-negative integer
-    **{(c, "--seed"): {"0"} for c in ("style", "train triplet", "train siamese")},
+    **{
+        (c, "--seed"): {"0"}
+        for c in ("style", "train triplet", "train siamese", "texture audio", "texture solid")
+    },
     # upsampling 0 = detect at the photo's own resolution
     **{
         (c, "--upsample"): {"0"}

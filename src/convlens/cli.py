@@ -23,6 +23,7 @@ GROUPS = {
     "models": "convlens.models.cli",
     "serve": "convlens.service.serve_cli",
     "keys": "convlens.service.keys_cli",
+    "texture": "convlens.texture_cli",
 }
 
 

@@ -69,6 +69,9 @@ def register(subparsers) -> None:
     )
     _register_layers(sub)
     _register_units(sub)
+    from convlens.volumes.inspect_cli import register_volume_units
+
+    register_volume_units(sub)  # the same question on a 3-D volume
 
 
 def _register_layers(sub) -> None:

@@ -26,7 +26,7 @@ def build_architecture(arch: str, config: dict) -> nn.Module:
     """An untrained face encoder of a registered architecture (the model file's `arch`)."""
     from convlens.models import registry
 
-    entry = registry.get(arch, task="face-encoder")
+    entry = registry.get_encoder(arch)
     if entry.build is None:
         raise ConvlensError(f"face encoder {arch!r} cannot be built untrained")
     return entry.build(**config)

@@ -33,7 +33,12 @@ TASKS = (
     "style-backbone",  # image -> named feature maps for content/style costs
     "face-landmarks",  # image + face box -> landmark points
     "inspectable",  # any network whose units `convlens inspect` can show
+    "speaker-encoder",  # waveform -> embedding; has `model_id` (trained like face encoders)
+    "audio-features",  # waveform/spectrogram -> feature maps for audio texture statistics
+    "volume-backbone",  # (N, C, D, H, W) volume -> named 3-D feature maps
 )
+# Tasks whose networks map one input to an embedding with a `model_id` (train, galleries).
+ENCODER_TASKS = ("face-encoder", "speaker-encoder")
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,20 @@ def get(name: str, task: str | None = None) -> ModelEntry:
         what = f"{task} " if task else ""
         raise ConvlensError(f"unknown {what}model {name!r}; known: {', '.join(names(task))}")
     return entry
+
+
+def get_encoder(name: str) -> ModelEntry:
+    """The embedding network called `name`, of any modality (face, speaker)."""
+    entry = get(name)
+    if not set(entry.tasks) & set(ENCODER_TASKS):
+        known = sorted({n for t in ENCODER_TASKS for n in names(t)})
+        raise ConvlensError(f"{name!r} is not an encoder; known: {', '.join(known)}")
+    return entry
+
+
+def modality(entry: ModelEntry) -> str:
+    """What an encoder embeds: "face" (aligned chips) unless its entry says otherwise."""
+    return str(entry.extras.get("modality", "face"))
 
 
 def looks_like_path(name_or_path: str) -> bool:

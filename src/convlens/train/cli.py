@@ -71,7 +71,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "dir",
         metavar="DIR",
         type=existing_path("dir"),
-        help="folder with one subfolder of photos per person",
+        help="folder with one subfolder of photos (or audio clips) per person",
     )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT.pt", type=output_file(".pt"),
@@ -92,8 +92,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         metavar="NAME",
-        help="face encoder from `convlens models --task face-encoder` "
-        "(default dlib-resnet with --init pretrained, small-convnet with --init scratch)",
+        help="encoder from `convlens models --task face-encoder` or `--task speaker-encoder` "
+        "(default dlib-resnet with --init pretrained, small-convnet with --init scratch; "
+        "speaker-cnn reads DIR/SPEAKER/clip.wav)",
     )
     p.add_argument(
         "--train-from",
@@ -244,11 +245,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _load_data(args: argparse.Namespace, progress: bool, main: bool):
-    from convlens.train.data import load_face_folder, split_people
+    from convlens.models import registry
+    from convlens.train.data import load_audio_folder, load_face_folder, split_people
 
-    data = load_face_folder(
-        args.dir, args.cache_dir, args.detector, args.upsample, progress=progress
-    )
+    entry = registry.get_encoder(_config(args).model_name)
+    if registry.modality(entry) == "audio":  # DIR/SPEAKER/clip.wav
+        data = load_audio_folder(args.dir, entry.extras["rate"], progress=progress)
+    else:
+        data = load_face_folder(
+            args.dir, args.cache_dir, args.detector, args.upsample, progress=progress
+        )
     if main:
         print(data.report(), file=sys.stderr)
     train_people, val_people = split_people(data.people, args.val_people, args.val_split, args.seed)

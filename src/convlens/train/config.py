@@ -131,7 +131,7 @@ class TrainConfig:
         from convlens.models import registry
 
         name = self.model_name
-        entry = registry.get(name, task="face-encoder")  # unknown: error listing the names
+        entry = registry.get_encoder(name)  # unknown: error listing the names
         if self.init == "pretrained" and entry.weights.package is None:
             raise ConvlensError(f"model {name!r} has no pretrained weights; train it from scratch")
         if self.init == "scratch" and entry.build is None:

@@ -37,6 +37,9 @@ class ChipSet:
     paths: list[str]  # source photo per chip, relative to the folder
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (photo, reason)
     multi_face: list[tuple[str, int]] = field(default_factory=list)  # (photo, faces found)
+    # What the chips are: "face" (uint8 (N, 150, 150, 3) chips) or "audio" (float32
+    # (N, samples) waveforms); convlens.train.modality says how each is batched and embedded.
+    modality: str = "face"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,13 +59,15 @@ class ChipSet:
             remap[self.labels[keep]],
             list(people),
             [self.paths[k] for k in keep],
+            modality=self.modality,
         )
 
     def report(self) -> str:
         """A few lines: chips per person, photos skipped and why."""
         counts = np.bincount(self.labels, minlength=len(self.people))
+        what = "face chips" if self.modality == "face" else f"{self.modality} clips"
         lines = [
-            f"{len(self)} face chips of {len(self.people)} people "
+            f"{len(self)} {what} of {len(self.people)} people "
             f"({counts.min() if len(counts) else 0}..{counts.max() if len(counts) else 0} each)"
         ]
         if self.skipped:
@@ -173,6 +178,34 @@ def load_face_folder(
     if use_cache:
         _write_cache(cache, result)
     return result
+
+
+def load_audio_folder(
+    root: str | os.PathLike, rate: int, seconds: float = 3.0, progress: bool = True
+) -> ChipSet:
+    """Every speaker's clips (ROOT/SPEAKER/clip.wav) as fixed-length speech at `rate` Hz
+    (convlens.audio.speakers.prepare_clip); unreadable or silent clips are skipped and listed."""
+    from convlens.audio.speakers import list_speakers, load_clip
+    from convlens.progress import track
+
+    root = Path(root)
+    speakers = list_speakers(root)
+    clips, labels, paths, skipped = [], [], [], []
+    todo = [(i, f) for i, (_, files) in enumerate(speakers) for f in files]
+    for i, f in track(todo, f"reading clips in {root.name}", unit="clip", disable=not progress):
+        rel = str(f.relative_to(root))
+        try:
+            clips.append(load_clip(f, rate, seconds))
+        except ConvlensError as e:
+            skipped.append((rel, str(e).split(": ", 1)[-1]))
+            continue
+        labels.append(i)
+        paths.append(rel)
+    if not clips:
+        raise ConvlensError(f"{root}: no readable speech clip")
+    names = [name for name, _ in speakers]
+    labels = np.asarray(labels, dtype=np.int64)
+    return ChipSet(np.stack(clips), labels, names, paths, skipped, modality="audio")
 
 
 def _write_cache(path: Path, s: ChipSet) -> None:

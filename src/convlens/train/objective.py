@@ -21,7 +21,7 @@ def build_encoder(cfg: TrainConfig) -> nn.Module:
     from convlens.models.face_models import build_architecture
 
     if cfg.init == "pretrained":
-        return registry.get(cfg.model_name, task="face-encoder").load()
+        return registry.get_encoder(cfg.model_name).load()
     return build_architecture(cfg.arch, cfg.model_config())
 
 

@@ -44,9 +44,9 @@ from convlens.train.events import (
     print_stderr,
 )
 from convlens.train.logs import CurveLog, TrainPaths
+from convlens.train.modality import modality_of
 from convlens.train.objective import (
     Objective,
-    augment_batch,
     build_encoder,
     freeze_before,
     lr_factor,
@@ -81,11 +81,27 @@ def validation_subset(val: ChipSet | None, limit: int, seed: int) -> ChipSet | N
         return None
     if len(val) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(val), limit, replace=False))
-        val = ChipSet(val.chips[keep], val.labels[keep], val.people, [val.paths[k] for k in keep])
+        val = ChipSet(
+            val.chips[keep],
+            val.labels[keep],
+            val.people,
+            [val.paths[k] for k in keep],
+            modality=val.modality,
+        )
     counts = np.bincount(val.labels)
     if (counts >= 2).sum() == 0 or (counts > 0).sum() < 2:
         return None
     return val
+
+
+def _check_modality(cfg: TrainConfig, train: ChipSet) -> None:
+    from convlens.models import registry
+
+    want = registry.modality(registry.get_encoder(cfg.model_name))
+    if want != train.modality:
+        raise ConvlensError(
+            f"model {cfg.model_name!r} embeds {want} data; the training set holds {train.modality}"
+        )
 
 
 class Trainer:
@@ -108,6 +124,7 @@ class Trainer:
         callback: Callback | None = None,
     ) -> None:
         cfg.check()
+        _check_modality(cfg, train)
         self.cfg = cfg
         self.train_set = train
         self.val_set = validation_subset(val, MAX_VAL_CHIPS, cfg.seed)
@@ -120,9 +137,11 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self._build_model()
         self.sampler = PKSampler(train.labels, cfg.batch_p, cfg.batch_k, cfg.seed, self.dist.rank)
-        # Chips stay uint8 as (N, 3, H, W), on the GPU when they fit in GPU_CHIP_BYTES (then
-        # batches are gathered and augmented there); otherwise on the host, moved per batch.
-        self.chips = torch.from_numpy(np.ascontiguousarray(train.chips)).permute(0, 3, 1, 2)
+        # Chips stay as stored ((N, 3, H, W) uint8 faces, (N, samples) audio), on the GPU when
+        # they fit in GPU_CHIP_BYTES (then batches are gathered and augmented there);
+        # otherwise on the host, moved per batch.
+        self.modality = modality_of(train.modality)
+        self.chips = self.modality.to_tensor(train.chips)
         if self.device.type == "cuda" and train.chips.nbytes <= GPU_CHIP_BYTES:
             self.chips = self.chips.to(self.device)
         self.labels = torch.from_numpy(train.labels)
@@ -213,9 +232,9 @@ class Trainer:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         x = self.chips[torch.from_numpy(idx).to(self.chips.device)].float()
         if cfg.augment:
-            x = augment_batch(x, rng, cfg.jitter)
+            x = self.modality.augment(x, rng, cfg.jitter)
         x = x.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         labels = self.labels[idx].to(self.device)
         amp = self.amp_dtype is not None
@@ -239,10 +258,8 @@ class Trainer:
     def evaluate(self) -> dict:
         if self.val_set is None:
             return {}
-        from convlens.faces.pipeline import embed_chips
-
-        emb = embed_chips(self.val_set.chips, self.objective.encoder, device=self.device)
-        self.train_mode()  # embed_chips put the encoder in eval mode
+        emb = self.modality.embed(self.val_set.chips, self.objective.encoder, self.device)
+        self.train_mode()  # embedding put the encoder in eval mode
         return verify(emb, self.val_set.labels)
 
     # --- checkpoint -------------------------------------------------------------------

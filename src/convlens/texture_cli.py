@@ -1,0 +1,143 @@
+"""`convlens texture audio|solid`: Gram-matrix textures beyond 2-D images.
+
+    convlens texture audio [CONTENT.wav] STYLE.wav -o out.wav --seconds 5
+    convlens texture solid EXEMPLAR.png -o cube.npz --size 64
+
+A group of its own rather than subcommands of `convlens style`: that command's first
+positional is the content image, so `convlens style audio ...` would be ambiguous with a
+photo called "audio". Thin shells over convlens.audio.texture and convlens.volumes.solid;
+pictures are written beside every result (a spectrogram PNG; slice PNGs and a GIF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from convlens import cli_options
+from convlens.cli_options import float_range, int_range
+from convlens.errors import ConvlensError
+
+AUDIO_OUT = (".wav", ".flac", ".ogg")
+
+
+def register(subparsers) -> None:
+    group = subparsers.add_parser(
+        "texture",
+        help="Gram-matrix textures of sounds (1-D) and solids (3-D)",
+        description="Texture synthesis beyond images: a sound's texture from a recording, "
+        "or a solid (volume) texture from a 2-D image.",
+    )
+    sub = group.add_subparsers(dest="texture_command", metavar="KIND", required=True)
+    _audio_parser(sub)
+    _solid_parser(sub)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="random seed (0)")
+    cli_options.add_quiet(p)
+    cli_options.add_json(p)
+
+
+def _audio_parser(sub) -> None:
+    p = sub.add_parser(
+        "audio",
+        help="synthesise a sound texture (or put it on a content clip)",
+        description="Match the Gram matrices of a random wide 1-D ConvNet over the log-"
+        "magnitude STFT (Ulyanov & Lebedev 2016); phase by Griffin-Lim. With two inputs the "
+        "first is the content clip. Writes OUT and OUT's stem + .png (spectrograms).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="[CONTENT] STYLE", help="audio files")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output .wav/.flac/.ogg")
+    p.add_argument("--seconds", type=float_range(0.1, 120), default=5.0,
+                   help="length without a content clip, 0.1..120 (5)")  # fmt: skip
+    p.add_argument("--steps", type=int_range(1, 100_000), default=150,
+                   help="L-BFGS evaluations (150)")  # fmt: skip
+    p.add_argument("--channels", type=int_range(8, 16_384), default=1024,
+                   help="random filters (1024)")  # fmt: skip
+    p.add_argument("--content-weight", type=float_range(0, 1e6, lo_open=True), default=1e-2,
+                   help="content cost weight with a content clip (0.01)")  # fmt: skip
+    _common(p)
+    p.set_defaults(func=_run_audio)
+
+
+def _solid_parser(sub) -> None:
+    p = sub.add_parser(
+        "solid",
+        help="a solid (3-D) texture whose slices look like a 2-D exemplar",
+        description="Optimise a SIZE^3 RGB volume so that slices along all three axes match "
+        "the exemplar's VGG19 Gram matrices. Writes OUT.npz (uint8 volume), OUT_axis0/1/2.png, "
+        "OUT_slices.png and OUT_sweep.gif.",
+    )
+    # dest "style": the exemplar plays the role of the style image
+    p.add_argument("style", metavar="EXEMPLAR", type=cli_options.existing_path("file"))
+    p.add_argument("-o", "--output", required=True, type=Path, help="output .npz")
+    p.add_argument("--size", type=int_range(8, 512), default=64, help="cube side, 8..512 (64)")
+    p.add_argument("--steps", type=int_range(1, 100_000), default=200, help="gradient steps (200)")
+    p.add_argument("--per-axis", type=int_range(1, 64), default=2,
+                   help="random slices per axis per step (2)")  # fmt: skip
+    p.add_argument("--lr", type=float_range(0, 10, lo_open=True), default=0.02,
+                   help="step size per voxel, 0..1 scale (0.02)")  # fmt: skip
+    _common(p)
+    p.set_defaults(func=_run_solid)
+
+
+def _progress(args, total: int, what: str):
+    from convlens.progress import ProgressBar
+
+    return ProgressBar(what, total, unit="step", disable=not cli_options.show_progress(args))
+
+
+def _run_audio(args: argparse.Namespace) -> int:
+    from convlens.audio.io import write_audio
+    from convlens.audio.stats import save_spectrograms
+    from convlens.audio.texture import RATE, synthesize
+
+    if len(args.inputs) > 2:
+        raise ConvlensError(
+            f"give at most two audio files ([CONTENT] STYLE), not {len(args.inputs)}"
+        )
+    if args.output.suffix.lower() not in AUDIO_OUT:
+        raise ConvlensError(f"{args.output}: the file name must end in {', '.join(AUDIO_OUT)}")
+    *content, style = args.inputs
+    picture = args.output.with_suffix(".png")
+    cli_options.check_outputs([args.output, picture], args.inputs)
+    with _progress(args, args.steps, "audio texture") as bar:
+        result = synthesize(
+            style, content[0] if content else None, seconds=args.seconds, steps=args.steps,
+            channels=args.channels, content_weight=args.content_weight, seed=args.seed,
+            callback=lambda step, loss: bar.advance(1, f"loss {loss:.4g}"),
+        )  # fmt: skip
+    write_audio(args.output, result.samples, result.rate)
+    save_spectrograms({"synthesis": result.samples}, RATE, picture)
+    _report(args, {"output": str(args.output), "spectrogram": str(picture),
+                   "loss_first": result.losses[0], "loss_last": result.losses[-1]})  # fmt: skip
+    return 0
+
+
+def _run_solid(args: argparse.Namespace) -> int:
+    from convlens.volumes.solid import output_paths, save_solid, solid_texture
+
+    if args.output.suffix.lower() != ".npz":
+        raise ConvlensError(f"{args.output}: the file name must end in .npz")
+    outputs = output_paths(args.output)
+    cli_options.check_outputs(outputs, [args.style])
+    with _progress(args, args.steps, f"solid texture {args.size}^3") as bar:
+        result = solid_texture(
+            args.style, size=args.size, steps=args.steps, per_axis=args.per_axis,
+            lr=args.lr, seed=args.seed,
+            callback=lambda step, loss: bar.advance(1, f"loss {loss:.4g}"),
+        )  # fmt: skip
+    written = save_solid(result, args.output)
+    _report(args, {"outputs": [str(p) for p in written], "seconds": result.seconds,
+                   "loss_first": result.losses[0], "loss_last": result.losses[-1]})  # fmt: skip
+    return 0
+
+
+def _report(args: argparse.Namespace, row: dict) -> None:
+    if args.json:
+        print(json.dumps({"event": "done", **row}), flush=True)
+        return
+    for key, value in row.items():
+        print(f"{key}: {value}")
