@@ -107,22 +107,55 @@ def attack_clips(work: Path, per_kind: int) -> list[dict]:
     return out
 
 
-def evaluate(clip: dict, active: bool) -> dict:
+def observe(clip: dict, work: Path) -> dict:
+    """Run the tracker over a clip once (no liveness) and keep what the liveness monitor is
+    fed: every visible track's landmarks per frame, and the grey frames. Cached in `work`:
+    the cues and the rule are then replayed in seconds instead of re-tracking for minutes."""
     from convlens.faces.video import Watcher, WatchOptions
+    from convlens.faces.video.stream import _gray
 
-    opts = WatchOptions(liveness=True, challenge=("blink",) if active else None)
-    last, lengths = {}, {}
-    with Watcher(clip["path"], None, opts) as w:
-        for _, tracks, events in w.frames():
+    cache = work / "tracks" / (Path(clip["path"]).name + ".npz")
+    if cache.exists():
+        z = np.load(cache)
+        return {k: z[k] for k in z.files}
+    times, grays, rows = [], [], []  # rows: (frame number, track id, 68x2 landmarks)
+    with Watcher(clip["path"], None, WatchOptions(liveness=False)) as w:
+        fps = w.fps
+        for frame, tracks, _ in w.frames():
+            if frame is None:
+                break
             for t in tracks:
-                lengths[t.id] = lengths.get(t.id, 0) + 1
-            for e in events:
-                if e.kind == "left":
-                    last[e.track] = e.liveness
-    if not lengths:
+                rows.append((len(times), t.id, t.landmarks.copy()))
+            times.append(frame.time)
+            grays.append(_gray(frame.rgb))
+    rec = {
+        "fps": np.float64(fps),
+        "times": np.asarray(times, np.float64),
+        "gray": np.stack(grays) if grays else np.zeros((0, 1, 1), np.uint8),
+        "frame": np.asarray([r[0] for r in rows], np.int64),
+        "track": np.asarray([r[1] for r in rows], np.int64),
+        "points": np.asarray([r[2] for r in rows], np.float64).reshape(-1, 68, 2),
+    }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, **rec)
+    return rec
+
+
+def evaluate(rec: dict, active: bool) -> dict:
+    """The main (longest) track's final verdict, replaying what Watcher feeds the monitor:
+    observe then verdict on every frame the track is visible."""
+    from convlens.faces.liveness import Challenge, LivenessMonitor
+
+    if not len(rec["track"]):
         return {"verdict": "no-face", "reasons": [], "measures": {}}
-    main = max(lengths, key=lengths.get)
-    v = last[main]
+    ids, counts = np.unique(rec["track"], return_counts=True)
+    main = ids[np.argmax(counts)]
+    mon = LivenessMonitor(float(rec["fps"]), Challenge(("blink",)) if active else None)
+    for i in np.flatnonzero(rec["track"] == main):
+        f = rec["frame"][i]
+        mon.observe(float(rec["times"][f]), rec["points"][i], rec["gray"][f])
+        mon.verdict()
+    v = mon.verdict()
     return {"verdict": v.verdict, "reasons": v.reasons, "measures": v.measures}
 
 
@@ -166,9 +199,10 @@ def main() -> None:
     rows = []
     for c in clips:
         row = {k: (str(v) if isinstance(v, Path) else v) for k, v in c.items()}
-        row["passive"] = evaluate(c, active=False)
+        rec = observe(c, args.work)
+        row["passive"] = evaluate(rec, active=False)
         row["active"] = (
-            evaluate(c, active=True)
+            evaluate(rec, active=True)
             if c["blink"] or c["kind"] != "live"
             else {"verdict": "undecided", "reasons": ["no blink in clip"], "measures": {}}
         )

@@ -15,7 +15,7 @@ Actions, checked from 68-point landmarks (dlib's iBUG 300-W model: not for comme
 * closer: the inter-ocular distance grows by CLOSER (face 20% larger).
 
 A replay of a video that happens to show the action passes the challenge itself; the passive
-cues (planar, carried) still apply to the same frames, and the random order makes a recorded
+cues (carried, frozen, loop) still apply to the same frames, and the random order makes a recorded
 answer unlikely to arrive in time.
 """
 

@@ -5,6 +5,9 @@
 * pose / parallax / nonrigid between this frame and frames ~0.2 s and ~0.5 s earlier
   (geometry.pair_motion);
 * loop: whether the landmark sequence repeats itself exactly (a looped clip);
+* pixels (appearance.FacePixels, when grey frames are given): how much the face's pixels change
+  over time (a frozen frame: sensor noise only) and whether an earlier stretch repeats
+  (a looped clip) — quieter than the landmarks, so these decide frozen and loop when present;
 * context: whether the image *around* the face (the paper or screen it is on) moves with the
   face. A live head moves in front of a still background; a photo moves its surroundings with
   it. Measured by pyramidal Lucas-Kanade flow (OpenCV) on points beside the face.
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convlens.faces.liveness.appearance import FacePixels
 from convlens.faces.liveness.geometry import (
     RIGID,
     apply_homography,
@@ -49,6 +53,9 @@ class CueState:
     nonrigid: list = field(default_factory=list)
     follow: list = field(default_factory=list)  # fraction of context points moving with the face
     loop_error: float = float("inf")
+    pixel_typical: list = field(default_factory=list)  # FacePixels measures, one per evaluation
+    pixel_best: list = field(default_factory=list)
+    pixels: FacePixels | None = None
     _prev_gray: np.ndarray | None = None
     _prev_points: np.ndarray | None = None
 
@@ -64,6 +71,12 @@ class CueState:
             self._pairs(time, p)
         if gray is not None:
             self._context(gray, p)
+            if self.pixels is None:
+                self.pixels = FacePixels(self.fps)
+            m = self.pixels.observe(time, gray, p)
+            if m is not None:
+                self.pixel_typical.append(m[0])
+                self.pixel_best.append(m[1])
         self.times.append(time)
         self.points.append(p)
         while self.times and time - self.times[0] > HISTORY_S:
