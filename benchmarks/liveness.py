@@ -8,6 +8,11 @@ Passive mode uses the stream alone; active mode also asks for a blink (clips wit
 noted in ../shared/data/liveness/README.md) and counts the challenge as passed only when one
 is seen. Clips are split: the "dev" half set the thresholds in decide.py, the "test" half is
 reported. Writes benchmarks/results/liveness.{json,md}.
+
+The tracker's output per clip (landmarks of every track, grey frames) is cached under
+--work/tracks; the liveness monitor is replayed on it exactly as Watcher feeds it, so a
+change to the cues or the rule re-runs in about a minute. Delete that folder after changing
+the tracker or the clips.
 """
 
 from __future__ import annotations
