@@ -1,0 +1,69 @@
+"""dlib never gets an image it cannot take: a size sweep over tiny and extreme-aspect images
+through detect() (hog, cnn, auto), the landmark predictors, encode() and inspect's face views,
+in a child process so that a native crash is a test failure, not a dead pytest."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("dlib")
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = Path(__file__).with_name("hardening_child.py")
+
+SMALL = [1, 2, 3, 8, 9, 10, 31, 33]
+# Thin strips at and beyond the 20:1 aspect limit (2x10000 crashed dlib's CNN natively).
+THIN = [(1, 20), (20, 1), (2, 40), (40, 2), (8, 160), (160, 8), (9, 180), (2, 10000), (10000, 2)]
+
+
+def sweep(sizes: list[str], timeout: float = 240) -> list[list[str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), *sizes], capture_output=True, text=True, env=env,
+        timeout=timeout,
+    )  # fmt: skip
+    lines = [ln.split(" ", 3) for ln in proc.stdout.splitlines()]
+    started = [ln for ln in lines if ln[0] == "start"]
+    assert proc.returncode == 0, (
+        f"child died with {proc.returncode} at {started[-1][1:] if started else '?'}: "
+        f"{proc.stderr[-500:]}"
+    )
+    return [ln for ln in lines if ln[0] != "start"]
+
+
+def test_small_and_thin_images_never_crash_dlib():
+    # encode() and the face views (slow: the encoder runs) on the thin strips and a few.
+    shapes = [(w, h, ":full" if w == h else "") for w in SMALL for h in SMALL]
+    shapes += [(w, h, ":noise:full") for w, h in THIN] + [(3, 9, ":noise"), (33, 9, ":noise")]
+    sizes = [f"{w}x{h}{kind}" for w, h, kind in shapes]
+    results = sweep(sizes)
+    assert len(results) == sum(9 if "full" in s else 7 for s in sizes)
+    errors = [r for r in results if r[0] == "error"]
+    assert not errors, errors[:5]
+    refused = {r[1] for r in results if r[0] == "refused"}
+    # Only what is over the aspect limit is refused; every other size runs every step.
+    over = {f"{w}x{h}{kind}" for w, h, kind in shapes if max(w, h) > 20 * min(w, h)}
+    assert refused == over
+    for r in results:
+        if r[0] == "refused":
+            assert "aspect ratio over the 20:1 limit" in r[3]
+
+
+def test_detection_of_a_real_face_is_unchanged_by_padding(photos_dir):
+    """Padding only the right and bottom keeps coordinates: a face crop smaller than the
+    padding bound is found where it is."""
+    from convlens.faces import detect as d
+    from convlens.images import load_image
+
+    img = load_image(photos_dir / "obama.jpg")
+    (face,) = d.detect(img, "hog", 1)[:1]
+    x0, y0, x1, y1 = face.rect
+    assert d.pad_for_dlib(img) is img
+    tiny = img[max(0, y0) : y1 + 1 : 8, max(0, x0) : x1 + 1 : 8]
+    assert min(tiny.shape[:2]) < d.DLIB_MIN_SIDE
+    assert d.pad_for_dlib(tiny)[: tiny.shape[0], : tiny.shape[1]].tobytes() == tiny.tobytes()
