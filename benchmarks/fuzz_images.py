@@ -68,7 +68,7 @@ def worker(paths: list[str]) -> None:
     for path in paths:
         print(json.dumps({"start": path}), flush=True)
         _reset_peak()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         row = {"path": path}
         try:
             faces, chips = face_chips(path)
@@ -79,7 +79,11 @@ def worker(paths: list[str]) -> None:
             row.update(status="refused", error=str(e)[-200:])
         except Exception as e:  # noqa: BLE001 - what the fuzz is looking for
             row.update(status="exception", error=f"{type(e).__name__}: {str(e)[:200]}")
-        row.update(seconds=round(time.perf_counter() - start, 3), peak=_peak_rss())
+        row.update(
+            seconds=round(time.perf_counter() - start, 3),
+            cpu_seconds=round(time.process_time() - cpu, 3),
+            peak=_peak_rss(),
+        )
         print(json.dumps(row), flush=True)
 
 

@@ -54,16 +54,26 @@ def test_small_and_thin_images_never_crash_dlib():
             assert "aspect ratio over the 20:1 limit" in r[3]
 
 
-def test_detection_of_a_real_face_is_unchanged_by_padding(photos_dir):
-    """Padding only the right and bottom keeps coordinates: a face crop smaller than the
-    padding bound is found where it is."""
+def test_cnn_on_a_shrunk_copy_finds_the_face_where_hog_does(photos_dir):
+    """A 2 MP photo at upsample 1 is 8 MP for the CNN (7.7 GB before the bound): it runs on a
+    copy shrunk to CNN_MAX_PIXELS, and the box comes back in the photo's pixels."""
     from convlens.faces import detect as d
     from convlens.images import load_image
 
-    img = load_image(photos_dir / "obama.jpg")
-    (face,) = d.detect(img, "hog", 1)[:1]
-    x0, y0, x1, y1 = face.rect
-    assert d.pad_for_dlib(img) is img
-    tiny = img[max(0, y0) : y1 + 1 : 8, max(0, x0) : x1 + 1 : 8]
-    assert min(tiny.shape[:2]) < d.DLIB_MIN_SIDE
-    assert d.pad_for_dlib(tiny)[: tiny.shape[0], : tiny.shape[1]].tobytes() == tiny.tobytes()
+    img = load_image(photos_dir / "obama-1080p.jpg")
+    up, scale = d.search_plan(img.shape, 1, d.CNN_MAX_PIXELS)
+    assert up == 0 and scale < 0.8
+    (hog,) = d.detect(img, "hog", 0)
+    (cnn,) = d.detect(img, "cnn", 1)
+    a, b = hog.box(img.shape[1], img.shape[0]), cnn.box(img.shape[1], img.shape[0])
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    assert inter / union > 0.5, (a, b)
+
+
+def test_search_plan_bounds_pixels():
+    from convlens.faces import detect as d
+
+    assert d.search_plan((3000, 4000), 1, d.CNN_MAX_PIXELS) == (0, pytest.approx(0.3227, 1e-3))
+    assert d.search_plan((3000, 4000), 2, d.HOG_MAX_PIXELS) == (1, 1.0)
+    assert d.search_plan((480, 640), 1, d.CNN_MAX_PIXELS) == (1, 1.0)

@@ -33,10 +33,11 @@ MAX_UPSAMPLE = 3
 # dlib is padded on the right and bottom (coordinates unchanged) to at least DLIB_MIN_SIDE.
 DLIB_MIN_SIDE = 32
 # Work is bounded by the pixels searched (image pixels x 4**upsample), measured on this CPU
-# (benchmarks/fuzz_images.py): the CNN keeps ~1 kB per searched pixel (1 MP: ~1 GB, ~3 s);
-# HOG ~12 bytes (48 MP: ~0.6 GB, ~3 s). Beyond a bound, upsampling is lowered, then the image
-# is shrunk for that detector only (faces smaller than ~80 px after shrinking are missed).
-CNN_MAX_PIXELS = 1_000_000
+# (benchmarks/fuzz_images.py): the CNN keeps ~1 kB per searched pixel (1.25 MP: ~1.3 GB, a
+# 640x480 photo at upsample 1); HOG ~12 bytes (48 MP: ~0.6 GB). Beyond a bound, upsampling
+# is lowered, then the image is shrunk for that detector only (so on a 12 MP photo the CNN
+# misses faces under ~250 px; HOG, run first, still sees them at full resolution).
+CNN_MAX_PIXELS = 1_250_000
 HOG_MAX_PIXELS = 48_000_000
 _LOCK = threading.Lock()
 _LOCAL = threading.local()
