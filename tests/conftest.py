@@ -41,3 +41,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(config, items):
+    """@pytest.mark.slow tests (long fuzz runs) only with CONVLENS_SLOW=1."""
+    import os
+
+    if os.environ.get("CONVLENS_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set CONVLENS_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -1,5 +1,5 @@
-"""Style runs too big for memory are refused up front with the number; thin content images
-are a one-line error, not a traceback from the backbone."""
+"""Style and layer-analysis runs too big for memory are refused up front with the number;
+thin content images are a one-line error, not a traceback from the backbone."""
 
 from __future__ import annotations
 
@@ -43,3 +43,19 @@ def test_thin_content_is_refused_before_work():
     with pytest.raises(ConvlensError, match="under the 16 px minimum a side"):
         plan.pyramid(640, 32, StyleOptions(size=64))
     assert plan.pyramid(640, 32, StyleOptions(size=320))[-1].size == (320, 16)
+
+
+def test_layer_analysis_too_big_for_memory_is_refused_up_front(monkeypatch):
+    """`inspect layers --input-size 20000` was killed by the kernel: analysing holds every
+    layer's output (VGG19 at 2048x2048: ~10 GB). A probe pass predicts it first."""
+    from convlens.inspection import layers as lay
+    from convlens.inspection.models import resolve_model
+
+    model, _, _ = resolve_model("efficientnet-lite0", (256, 256))
+    need = lay.analysis_bytes(model, (256, 256))
+    assert 80 << 20 < need < 300 << 20
+    monkeypatch.setattr(plan, "available_bytes", lambda device: need)
+    with pytest.raises(ConvlensError, match=r"input size 256x256 needs about 0\.\d GiB"):
+        lay.list_layers(model, (256, 256))
+    monkeypatch.setattr(plan, "available_bytes", lambda device: 2 * need)
+    assert lay.list_layers(model, (256, 256))
