@@ -221,12 +221,12 @@ def measure_budget(cases) -> list[dict]:
             [sys.executable, __file__, "--worker", path], capture_output=True, text=True, env=env
         )
         row = json.loads(proc.stdout.splitlines()[-1]) if proc.returncode == 0 else {}
-        keys = ("status", "faces", "seconds", "peak", "error")
+        keys = ("status", "faces", "seconds", "cpu_seconds", "peak", "error")
         out.append({"case": name, "returncode": proc.returncode, "budget_seconds": limit,
                     **{k: row.get(k) for k in keys}})  # fmt: skip
         peak = row.get("peak", 0) / 2**30
-        print(f"{name:34s} rc {proc.returncode}  {row.get('status')}  "
-              f"{row.get('seconds')} s  peak {peak:.2f} GiB", flush=True)  # fmt: skip
+        print(f"{name:34s} rc {proc.returncode}  {row.get('status')}  {row.get('seconds')} s "
+              f"(CPU {row.get('cpu_seconds')} s)  peak {peak:.2f} GiB", flush=True)  # fmt: skip
     return out
 
 
@@ -247,6 +247,7 @@ def summarise(rows: list[dict], crashes: list[dict], budget: list[dict], args, s
         "peak_rss_accepted_bytes": peak_ok,
         "over_budget": [r for r in ok if r["peak"] > BUDGET_BYTES],
         "slowest_seconds": max((r["seconds"] for r in rows), default=0),
+        "slowest_cpu_seconds": max((r.get("cpu_seconds", 0) for r in rows), default=0),
         "images_per_second": round(len(rows) / max(1e-9, time.time() - started), 2),
         "budget_bytes": BUDGET_BYTES,
         "budget_cases": budget,
@@ -266,10 +267,10 @@ def write(report: dict) -> None:
         f"| {report['inputs_tried']} | {report['accepted']} | {report['refused']} | "
         f"{len(report['crashes'])} | {report['n_tracebacks']} | "
         f"{report['peak_rss_accepted_bytes'] / 2**30:.2f} GiB | {report['images_per_second']}/s |",
-        "", "| budget case | status | seconds | peak RSS |", "|---|---|---|---|",
+        "", "| budget case | status | wall s | CPU s | peak RSS |", "|---|---|---|---|---|",
     ]  # fmt: skip
     for b in report["budget_cases"]:
-        lines.append(f"| {b['case']} | {b['status']} | {b['seconds']} | "
+        lines.append(f"| {b['case']} | {b['status']} | {b['seconds']} | {b.get('cpu_seconds')} | "
                      f"{(b['peak'] or 0) / 2**30:.2f} GiB |")  # fmt: skip
     (RESULTS / "fuzz_images.md").write_text("\n".join(lines) + "\n")
 
