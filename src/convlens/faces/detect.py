@@ -33,11 +33,13 @@ MAX_UPSAMPLE = 3
 # dlib is padded on the right and bottom (coordinates unchanged) to at least DLIB_MIN_SIDE.
 DLIB_MIN_SIDE = 32
 # Work is bounded by the pixels searched (image pixels x 4**upsample), measured on this CPU
-# (benchmarks/fuzz_images.py): the CNN keeps ~1 kB per searched pixel (1.25 MP: ~1.3 GB, a
-# 640x480 photo at upsample 1); HOG ~12 bytes (48 MP: ~0.6 GB). Beyond a bound, upsampling
-# is lowered, then the image is shrunk for that detector only (so on a 12 MP photo the CNN
-# misses faces under ~250 px; HOG, run first, still sees them at full resolution).
-CNN_MAX_PIXELS = 1_250_000
+# (benchmarks/fuzz_images.py): the CNN keeps ~1 kB and ~4 ms of CPU per searched pixel
+# (1 MP: ~1 GB, ~4 s); HOG ~12 bytes and ~65 ns (48 MP: ~0.6 GB, ~3 s). So a 12 MP photo
+# with no face costs HOG at upsample 1 and 0, then the CNN: < 2 GB, ~9 s CPU. Beyond a bound
+# the search runs at the highest resolution within it (upsampling lowered, the image shrunk
+# for that detector only): on a 12 MP photo the CNN misses faces under ~280 px; HOG, run
+# first, still searches it at full resolution.
+CNN_MAX_PIXELS = 1_000_000
 HOG_MAX_PIXELS = 48_000_000
 _LOCK = threading.Lock()
 _LOCAL = threading.local()
@@ -122,12 +124,13 @@ def pad_for_dlib(image: np.ndarray) -> np.ndarray:
 
 
 def search_plan(shape: tuple[int, ...], upsample: int, max_pixels: int) -> tuple[int, float]:
-    """(upsample, scale) keeping pixels x 4**upsample within max_pixels: upsampling is
-    lowered first, then the image is scaled by `scale` < 1."""
-    pixels = shape[0] * shape[1]
-    while upsample > 0 and pixels * 4**upsample > max_pixels:
-        upsample -= 1
-    return upsample, min(1.0, math.sqrt(max_pixels / pixels))
+    """(upsample, scale): dlib upsamples an image resized by `scale` (<= 1), searching the
+    most pixels within max_pixels, at most 2**upsample times the image's resolution."""
+    factor = min(2.0**upsample, math.sqrt(max_pixels / (shape[0] * shape[1])))
+    if factor >= 2.0**upsample:
+        return upsample, 1.0
+    up = max(0, math.ceil(math.log2(factor)))
+    return up, factor / 2**up
 
 
 def _bounded(run, image: np.ndarray, upsample: int, max_pixels: int) -> list[Detection]:
@@ -227,8 +230,10 @@ def detect(
         top = max(max_upsample, upsample)
         levels = [upsample, *range(upsample + 1, top + 1), *range(upsample - 1, -1, -1)]
         # Levels beyond HOG's pixel bound would repeat a lower one: search each once.
-        capped = [search_plan(image.shape, up, HOG_MAX_PIXELS)[0] for up in levels]
-        for up in dict.fromkeys(capped):
+        plans: dict = {}
+        for up in levels:
+            plans.setdefault(search_plan(image.shape, up, HOG_MAX_PIXELS), up)
+        for up in plans.values():
             found = _hog(image, up, adjust_threshold)
             if found:
                 break
