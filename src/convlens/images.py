@@ -115,8 +115,10 @@ def load_image(source: ImageInput) -> np.ndarray:
     path = Path(source)
     try:
         with _open_regular(path) as f, warnings.catch_warnings():
-            # Our own limits below replace Pillow's decompression-bomb warning.
+            # Our own limits below replace Pillow's decompression-bomb warning; its warnings
+            # about damaged metadata (TIFF tags, EXIF) would print lines to the terminal.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             with Image.open(f) as img:  # reads the header only
                 _check_header(path, img)
                 img.load()
