@@ -67,3 +67,15 @@ def attack_clips():
     import attack_clips
 
     return attack_clips
+
+
+def pytest_collection_modifyitems(config, items):
+    """@pytest.mark.slow tests (long fuzz runs) only with CONVLENS_SLOW=1."""
+    import os
+
+    if os.environ.get("CONVLENS_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set CONVLENS_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

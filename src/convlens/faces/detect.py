@@ -9,6 +9,7 @@ own copy.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -26,6 +27,20 @@ DEFAULT_DETECTOR = "auto"
 # Each upsampling doubles both sides: at 3 a 1080p photo is searched at 15360x8640 (about
 # 400 MB of RGB plus HOG features per thread); at 4 it would be 1.6 GB, beyond reason.
 MAX_UPSAMPLE = 3
+# dlib takes no image it cannot handle (a side-sweep in a child process, tests/
+# test_hardening_detect.py): the MMOD CNN raises on sides under ~10 px and corrupts its heap
+# (segfault or abort, sometimes later) on thin strips such as 2x10000. Every image handed to
+# dlib is padded on the right and bottom (coordinates unchanged) to at least DLIB_MIN_SIDE.
+DLIB_MIN_SIDE = 32
+# Work is bounded by the pixels searched (image pixels x 4**upsample), measured on this CPU
+# (benchmarks/fuzz_images.py): the CNN keeps ~1 kB and ~4 ms of CPU per searched pixel
+# (1 MP: ~1 GB, ~4 s); HOG ~12 bytes and ~65 ns (48 MP: ~0.6 GB, ~3 s). So a 12 MP photo
+# with no face costs HOG at upsample 1 and 0, then the CNN: < 2 GB, ~9 s CPU. Beyond a bound
+# the search runs at the highest resolution within it (upsampling lowered, the image shrunk
+# for that detector only): on a 12 MP photo the CNN misses faces under ~280 px; HOG, run
+# first, still searches it at full resolution.
+CNN_MAX_PIXELS = 1_000_000
+HOG_MAX_PIXELS = 48_000_000
 _LOCK = threading.Lock()
 _LOCAL = threading.local()
 
@@ -98,24 +113,82 @@ def shape_predictor(points: int = 5):
         return _dlib().shape_predictor(str(dlib_model_file(names[points])))
 
 
+def pad_for_dlib(image: np.ndarray) -> np.ndarray:
+    """The image padded on the right and bottom (edge pixels repeated) to DLIB_MIN_SIDE, so
+    that pixel coordinates are unchanged; itself when already large enough."""
+    h, w = image.shape[:2]
+    if h >= DLIB_MIN_SIDE and w >= DLIB_MIN_SIDE:
+        return image
+    pad = ((0, max(0, DLIB_MIN_SIDE - h)), (0, max(0, DLIB_MIN_SIDE - w)), (0, 0))
+    return np.pad(image, pad, mode="edge")
+
+
+def search_plan(shape: tuple[int, ...], upsample: int, max_pixels: int) -> tuple[int, float]:
+    """(upsample, scale): dlib upsamples an image resized by `scale` (<= 1), searching the
+    most pixels within max_pixels, at most 2**upsample times the image's resolution."""
+    factor = min(2.0**upsample, math.sqrt(max_pixels / (shape[0] * shape[1])))
+    if factor >= 2.0**upsample:
+        return upsample, 1.0
+    up = max(0, math.ceil(math.log2(factor)))
+    return up, factor / 2**up
+
+
+def _bounded(run, image: np.ndarray, upsample: int, max_pixels: int) -> list[Detection]:
+    """run(image, upsample) on an image shrunk to max_pixels if needed, padded for dlib;
+    rectangles back in the caller's pixels."""
+    up, scale = search_plan(image.shape, upsample, max_pixels)
+    if scale < 1.0:
+        from PIL import Image
+
+        h, w = image.shape[:2]
+        size = (max(1, int(w * scale)), max(1, int(h * scale)))
+        small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        fx, fy = w / size[0], h / size[1]
+        found = run(pad_for_dlib(small), up)
+        for d in found:
+            x0, y0, x1, y1 = d.rect
+            d.rect = (int(x0 * fx), int(y0 * fy), int((x1 + 1) * fx) - 1, int((y1 + 1) * fy) - 1)
+        return found
+    return run(pad_for_dlib(image), up)
+
+
 def _hog(image: np.ndarray, upsample: int, adjust_threshold: float) -> list[Detection]:
-    rects, scores, _ = hog_detector().run(image, upsample, adjust_threshold)
-    return [
-        Detection((r.left(), r.top(), r.right(), r.bottom()), float(s), "hog")
-        for r, s in zip(rects, scores, strict=True)
-    ]
+    def run(img, up):
+        rects, scores, _ = hog_detector().run(img, up, adjust_threshold)
+        return [
+            Detection((r.left(), r.top(), r.right(), r.bottom()), float(s), "hog")
+            for r, s in zip(rects, scores, strict=True)
+        ]
+
+    return _bounded(run, image, upsample, HOG_MAX_PIXELS)
 
 
 def _cnn(image: np.ndarray, upsample: int) -> list[Detection]:
-    found = cnn_detector()(image, upsample)
-    return [
-        Detection(
-            (d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()),
-            float(d.confidence),
-            "cnn",
-        )  # fmt: skip
-        for d in found
-    ]
+    def run(img, up):
+        return [
+            Detection(
+                (d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()),
+                float(d.confidence),
+                "cnn",
+            )  # fmt: skip
+            for d in cnn_detector()(img, up)
+        ]
+
+    return _bounded(run, image, upsample, CNN_MAX_PIXELS)
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """The image as a contiguous RGB uint8 array dlib takes; ConvlensError for one it
+    cannot (not (H, W, 3) uint8, empty, over the size or aspect limits of convlens.images)."""
+    from convlens.images import check_size
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ConvlensError(
+            f"detection needs an RGB uint8 (H, W, 3) array, not {image.dtype} {image.shape}"
+        )
+    check_size(image.shape[1], image.shape[0], "image array")
+    return np.ascontiguousarray(image)
 
 
 def check_options(detector: str, upsample: int) -> None:
@@ -146,7 +219,7 @@ def detect(
     photos that are already face crops).
     """
     check_options(detector, upsample)
-    image = np.ascontiguousarray(image)
+    image = check_image(image)
     if detector == "hog":
         found = _hog(image, upsample, adjust_threshold)
     elif detector == "cnn":
@@ -156,7 +229,11 @@ def detect(
         # first: smaller faces; then lower: HOG is not monotonic in upsampling), then the CNN.
         top = max(max_upsample, upsample)
         levels = [upsample, *range(upsample + 1, top + 1), *range(upsample - 1, -1, -1)]
+        # Levels beyond HOG's pixel bound would repeat a lower one: search each once.
+        plans: dict = {}
         for up in levels:
+            plans.setdefault(search_plan(image.shape, up, HOG_MAX_PIXELS), up)
+        for up in plans.values():
             found = _hog(image, up, adjust_threshold)
             if found:
                 break
@@ -171,6 +248,7 @@ def landmarks(image: np.ndarray, detections: list[Detection], points: int = 5) -
     """(points, 2) int landmark arrays, one per detection, from dlib's shape predictor."""
     dlib = _dlib()
     predictor = shape_predictor(points)
+    image = pad_for_dlib(check_image(image)) if detections else image
     out = []
     for d in detections:
         shape = predictor(image, dlib.rectangle(*d.rect))

@@ -258,6 +258,17 @@ def encode(
     return result
 
 
+def item_error(item, error: Exception) -> ConvlensError:
+    """Any failure on one photo (Pillow's MemoryError, a dlib RuntimeError, ...) as that
+    photo's one-line ConvlensError."""
+    if isinstance(error, ConvlensError):
+        return error
+    name = os.fspath(item) if isinstance(item, str | os.PathLike) else type(item).__name__
+    lines = str(error).strip().splitlines()
+    reason = next((ln.strip() for ln in lines if ln.strip()), "")
+    return ConvlensError(f"{name}: {type(error).__name__}{': ' + reason if reason else ''}")
+
+
 def photo_items(photos) -> list:
     """The photos to encode: one path, a folder (its images, sorted), or an iterable of
     paths, PIL images and RGB arrays. A lone image array or PIL image is one photo."""
@@ -333,8 +344,8 @@ def _encode_stream(
     def prepare(item):
         try:
             return face_chips(item, detector, upsample, landmarks, whole_image_fallback, min_face)
-        except ConvlensError as e:
-            return e
+        except Exception as e:  # noqa: BLE001 - one bad photo must not end the batch
+            return item_error(item, e)
 
     def flush(pending):
         chips = [c for _, r in pending if not isinstance(r, ConvlensError) for c in r[1]]

@@ -30,9 +30,17 @@ def fit(h: int, w: int, long_side: int) -> tuple[int, int]:
 
 def pyramid(h: int, w: int, o: StyleOptions) -> list[Level]:
     """Coarse to fine: each level doubles the size; the coarsest gets all the steps, finer
-    ones half (they start from an upsampled result that is nearly done)."""
+    ones half (they start from an upsampled result that is nearly done). ConvlensError when
+    a level's short side would be under MIN_SIDE (a long thin image: the backbone's pooling
+    would run out of pixels)."""
     sizes = [fit(h, w, max(MIN_SIDE, round(o.size / 2**k))) for k in range(o.scales - 1, -1, -1)]
     sizes[-1] = fit(h, w, o.size)
+    if min(sizes[0]) < MIN_SIDE:
+        sh, sw = sizes[0]
+        raise ConvlensError(
+            f"a {w}x{h} content image at a long side of {max(sizes[0])} px is {sw}x{sh}, "
+            f"under the {MIN_SIDE} px minimum a side; use a larger size or fewer scales"
+        )
     return [Level(i, hw, o.steps if i == 0 else max(1, o.steps // 2)) for i, hw in enumerate(sizes)]
 
 
@@ -76,15 +84,20 @@ def _probe_bytes_per_pixel(extractor: FeatureExtractor, channels_last: bool) -> 
 
 
 def estimate_bytes(extractor: FeatureExtractor, h: int, w: int, o: StyleOptions) -> int:
-    """Peak memory estimate for optimising an h x w image: autograd state (x2 for gradients and
-    transient buffers), plus image-sized optimiser state and the weights."""
+    """Peak memory estimate for an h x w output: the larger of optimising it (autograd state
+    x2 for gradients and transient buffers, plus image-sized optimiser state) and the style
+    image's forward pass at style_scale (its area is the output's times style_scale^2; done
+    before the optimisation, so the two peaks do not add), plus the weights."""
     per_pixel = _probe_bytes_per_pixel(extractor, o.channels_last)
     if o.amp:
         per_pixel /= 2
     weights = sum(p.numel() * p.element_size() for p in extractor.parameters())
     history = 50 * 2 if o.optimizer == "lbfgs" else 4
+    style_pixels = (h + 2 * o.pad) * (w + 2 * o.pad) * o.style_scale**2
     h, w = h + 2 * o.pad, w + 2 * o.pad
-    return int(2.0 * per_pixel * h * w + history * 3 * 4 * h * w + 2 * weights + (256 << 20))
+    optimise = 2.0 * per_pixel * h * w + history * 3 * 4 * h * w
+    style = (per_pixel + 3 * 4 * 2) * style_pixels
+    return int(max(optimise, style) + 2 * weights + (256 << 20))
 
 
 def check_memory(
@@ -95,8 +108,10 @@ def check_memory(
     needed = estimate_bytes(extractor, *hw, o)
     available = available_bytes(device)
     if needed > o.max_memory_fraction * available:
+        scale = f" at style scale {o.style_scale:g}" if o.style_scale != 1 else ""
         raise ConvlensError(
-            f"a {hw[1]}x{hw[0]} output needs about {needed / 2**30:.1f} GiB but only "
+            f"a {hw[1]}x{hw[0]} output{scale} needs about {needed / 2**30:.1f} GiB but only "
             f"{available / 2**30:.1f} GiB is available on {device}; use a smaller size"
+            f"{' or style scale' if scale else ''}"
         )
     return needed
