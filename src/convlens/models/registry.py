@@ -33,6 +33,7 @@ TASKS = (
     "style-backbone",  # image -> named feature maps for content/style costs
     "face-landmarks",  # image + face box -> landmark points
     "inspectable",  # any network whose units `convlens inspect` can show
+    "style-network",  # feed-forward stylisation (style predictor, transformer networks)
 )
 
 
