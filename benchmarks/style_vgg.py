@@ -183,6 +183,80 @@ def speed(args) -> None:
     save({"vgg_speed": rows})
 
 
+# ------------------------------------------------------------------ gallery at equal time
+
+
+class _Stop(Exception):
+    pass
+
+
+class Budget:
+    """Stops run_transfer once `seconds` of optimisation have passed, keeping the last image."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.t0, self.image, self.steps = seconds, None, None, 0
+
+    def __call__(self, event) -> None:
+        from convlens.style import StepEvent
+
+        if not isinstance(event, StepEvent):
+            return
+        self.t0 = self.t0 or time.perf_counter()
+        self.steps += 1
+        if time.perf_counter() - self.t0 >= self.seconds:
+            self.image = event.image()
+            raise _Stop
+
+
+def within(seconds: float, content, style, **kw) -> tuple[Image.Image, int]:
+    """The image run_transfer has after `seconds` (or at the end of its steps)."""
+    from convlens.style import run_transfer
+
+    budget = Budget(seconds)
+    try:
+        img = run_transfer(content, style, steps=100_000, progress=False, device="cpu",
+                           callback=budget, **kw).image  # fmt: skip
+    except _Stop:
+        img = budget.image
+    return img, budget.steps
+
+
+BACKBONES = {
+    "VGG19 (avgpool preset)": dict(backbone="vgg19", features="avgpool"),
+    "Lite0 (default)": dict(backbone="efficientnet-lite0"),
+}
+
+
+def gallery(args) -> None:
+    from convlens.style.fast import FastStylizer
+
+    torch.set_num_threads(args.threads)
+    fast = FastStylizer(device="cpu")
+    header = [label(Image.new("RGB", (args.size, 40), "white"), "photo")]
+    header += [label(Image.new("RGB", (args.size, 40), "white"), f"{n}, {args.seconds:g} s")
+               for n in BACKBONES] + [label(Image.new("RGB", (args.size, 40), "white"),
+                                            "fast (Magenta), one pass")]  # fmt: skip
+    rows, runs = [header], []
+    for sname, spath in style_paths().items():
+        for cname, img in contents().items():
+            photo = Image.fromarray(img)
+            photo.thumbnail((args.size, args.size))
+            row = [label(photo, f"{cname} x {sname}")]
+            for name, kw in BACKBONES.items():
+                out, steps = within(args.seconds, img, spath, size=args.size, **kw)
+                runs.append({"photo": cname, "style": sname, "backbone": name, "steps": steps,
+                             "seconds": args.seconds, "load": load()})  # fmt: skip
+                print(runs[-1], flush=True)
+                row.append(label(out, f"{steps} steps"))
+            t = time.perf_counter()
+            row.append(label(fast.stylize(img, spath, size=args.size),
+                             f"{time.perf_counter() - t:.2f} s"))  # fmt: skip
+            rows.append(row)
+    save_jpeg(grid(rows), DOCS / "vgg19_vs_lite0.jpg", max_kb=900)
+    save({"vgg_gallery": {"size": args.size, "seconds": args.seconds, "threads": args.threads,
+                          "runs": runs}})  # fmt: skip
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -212,7 +286,7 @@ def write_markdown(data: dict) -> None:
     (RESULTS / "style_vgg.md").write_text("\n".join(lines))
 
 
-SECTIONS = {"filters": filters, "speed": speed}
+SECTIONS = {"filters": filters, "speed": speed, "gallery": gallery}
 
 
 def main() -> None:
