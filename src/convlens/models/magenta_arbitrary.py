@@ -96,9 +96,14 @@ class ConditionalInstanceNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         s = style[:, :, None, None]
-        mean = x.mean((2, 3), keepdim=True)
-        var = (x - mean).pow(2).mean((2, 3), keepdim=True)
-        return (x - mean) * torch.rsqrt(var + 1e-5) * self.scale(s) + self.shift(s)
+        n, c, h, w = x.shape
+        # per-sample scale/shift: instance norm is batch norm over (1, N*C, H, W), one fused
+        # kernel instead of seven elementwise passes (70 % of the time at 384 px)
+        y = F.batch_norm(
+            x.reshape(1, n * c, h, w), None, None,
+            self.scale(s).reshape(-1), self.shift(s).reshape(-1), True, 0.0, 1e-5,
+        )  # fmt: skip
+        return y.reshape(n, c, h, w)
 
 
 class ReflectConv(nn.Conv2d):
