@@ -171,3 +171,20 @@ def test_train_fast_loss_falls_and_resumes(tmp_path, styles_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConvlensError, match="no photos"):
         train_fast(styles_dir / "great_wave.jpg", tmp_path / "empty", out, steps=1)
+
+
+def test_cli_train_then_apply(tmp_path, styles_dir, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skimage_data.astronaut()).resize((64, 64)).save(photos / "a.png")
+    net = tmp_path / "scream.pt"
+    style = str(styles_dir / "the_scream.jpg")
+    argv = ["stylize-train", style, "--photos", str(photos), "-o", str(net), "--steps", "2",
+            "--crop", "32", "--width", "4", "--batch", "1", "--quiet"]  # fmt: skip
+    assert main(argv) == 0 and net.exists()
+    out = tmp_path / "out.png"
+    assert main(["stylize", str(photos / "a.png"), str(net), "-o", str(out), "--size", "48"]) == 0
+    assert Image.open(out).size == (48, 48)
+    # a trained network has its one style: a painting beside it is refused
+    assert main(["stylize", str(photos / "a.png"), str(net), style, "-o", str(out)]) == 2
+    assert "alone" in capsys.readouterr().err

@@ -62,7 +62,8 @@ def register(subparsers) -> None:
         "OUT.loss.png; --resume continues.",
     )
     t.add_argument("style", type=cli_options.existing_path("file"), help="the painting")
-    t.add_argument("--photos", required=True, type=cli_options.existing_path("dir"))
+    t.add_argument("--photos", dest="folder", required=True, type=cli_options.existing_path("dir"),
+                   help="folder of photos to crop (recursively)")  # fmt: skip
     t.add_argument("-o", "--output", required=True, type=cli_options.output_file(".pt"))
     t.add_argument("--steps", type=cli_options.int_range(1, 10**6), default=400)
     t.add_argument("--batch", type=cli_options.int_range(1, 256), default=4)
@@ -108,7 +109,9 @@ def run(args) -> int:
 
     kind = _kind(args.photo)
     photos = _outputs(args, kind)
-    johnson = len(args.style) == 1 and args.style[0].suffix == ".pt"
+    johnson = any(s.suffix == ".pt" for s in args.style)
+    if johnson and len(args.style) > 1:
+        raise ConvlensError("a trained network (.pt) paints its own style: give it alone")
     network, styles = (args.style[0], []) if johnson else (None, args.style)
     if kind != "video":  # a video is opened (and refused) before the networks load
         st = FastStylizer(network, device=args.device)
@@ -165,7 +168,7 @@ def run_train(args) -> int:
     show = cli_options.show_progress(args)
     with ProgressBar("train", args.steps, unit="step", disable=not show) as bar:
         result = train_fast(
-            args.style, args.photos, args.output, resume=args.resume,
+            args.style, args.folder, args.output, resume=args.resume,
             callback=lambda step, total, row: bar.advance(1, f"loss {row['total']:.3g}"),
             steps=args.steps, batch=args.batch, crop=args.crop, width=args.width, lr=args.lr,
             style_weight=args.style_weight, tv_weight=args.tv, threads=args.threads,
