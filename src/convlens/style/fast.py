@@ -39,7 +39,16 @@ from convlens.style.plan import available_bytes
 
 PREDICT_SIDE = 256  # the style predictor's training input
 MIN_SIZE, MAX_SIZE = 32, 8192
-BYTES_PER_PIXEL = 400  # peak activations of the arbitrary transformer per output pixel (probed)
+BYTES_PER_PIXEL = 400  # peak memory per output pixel of the transformer (337 measured at 1024 px)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def check_size(size: int, batch: int = 1, device: torch.device | None = None) -> None:
@@ -98,20 +107,25 @@ class FastStylizer:
         *,
         device: str = "auto",
         threads: int | None = None,
+        bf16: bool | None = None,
     ):
         self.device = resolve_device(device)
         if threads:
             torch.set_num_threads(threads)
+        # bfloat16 for the image network where the hardware has it (CPU: avx512_bf16/AMX):
+        # 1.3x at 384 px, pixels 0.7/255 apart on average (benchmarks/style_fast.py)
+        self.bf16 = bf16_supported(self.device) if bf16 is None else bf16
+        cl = torch.channels_last  # depthwise and small convolutions: far faster on CPU
         if network is None:
             from convlens.models.magenta_arbitrary import load_predictor, load_transformer
 
-            self.predictor = load_predictor().to(self.device)
-            self.transformer = load_transformer().to(self.device)
+            self.predictor = load_predictor().to(self.device, memory_format=cl)
+            self.transformer = load_transformer().to(self.device, memory_format=cl)
             self.johnson = None
         else:
             from convlens.models.transformer_net import load_transformer_net
 
-            self.johnson = load_transformer_net(network).to(self.device)
+            self.johnson = load_transformer_net(network).to(self.device, memory_format=cl)
             self.network_path = Path(network)
 
     @property
@@ -141,9 +155,11 @@ class FastStylizer:
     @torch.inference_mode()
     def run(self, x: torch.Tensor, vec: torch.Tensor | None, strength: float = 1.0) -> torch.Tensor:
         """Stylise a batch (N, 3, H, W) in [0, 1], sides multiples of 4."""
-        x = x.to(self.device)
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
         if self.johnson is not None:
-            out = self.johnson(x)
+            with amp:
+                out = self.johnson(x).float()
             return out if strength >= 1 else strength * out + (1 - strength) * x
         vec = vec.expand(x.shape[0], -1)
         if strength < 1:
@@ -152,7 +168,8 @@ class FastStylizer:
                 F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
             )
             vec = strength * vec + (1 - strength) * own
-        return self.transformer(x, vec)
+        with amp:
+            return self.transformer(x, vec).float()
 
     def stylize(
         self,
