@@ -257,6 +257,31 @@ def gallery(args) -> None:
                           "runs": runs}})  # fmt: skip
 
 
+def equal_steps(args) -> None:
+    """Both backbones given the same number of Adam steps (what each does when it may
+    converge), on two photo x painting pairs."""
+    from convlens.style import run_transfer
+
+    torch.set_num_threads(args.threads)
+    pairs = [("chelsea", "starry_night"), ("astronaut", "the_scream")]
+    photos, styles = contents(), style_paths()
+    rows, runs = [], []
+    for cname, sname in pairs:
+        photo = Image.fromarray(photos[cname])
+        photo.thumbnail((args.size, args.size))
+        row = [label(photo, f"{cname} x {sname}")]
+        for name, kw in BACKBONES.items():
+            r = run_transfer(photos[cname], styles[sname], size=args.size, steps=args.steps,
+                             progress=False, device="cpu", **kw)  # fmt: skip
+            runs.append({"photo": cname, "style": sname, "backbone": name, "steps": args.steps,
+                         "seconds": round(r.seconds, 1), "load": load()})  # fmt: skip
+            print(runs[-1], flush=True)
+            row.append(label(r.image, f"{name}: {args.steps} steps, {r.seconds:.0f} s"))
+        rows.append(row)
+    save_jpeg(grid(rows), DOCS / "vgg19_vs_lite0_steps.jpg", max_kb=600)
+    save({"vgg_equal_steps": {"size": args.size, "runs": runs}})
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -280,13 +305,14 @@ def write_markdown(data: dict) -> None:
                 f"{'; '.join(r['load_avg_1_5_15'])} |"
             )
         lines.append("")
-    for key, title in (("vgg_gallery", "Gallery"), ("vgg_settings", "Settings")):
+    for key, title in (("vgg_gallery", "Gallery at equal time"),
+                       ("vgg_equal_steps", "Equal steps")):  # fmt: skip
         if key in data:
             lines += [f"## {title}", "", "```", json.dumps(data[key], indent=1), "```", ""]
     (RESULTS / "style_vgg.md").write_text("\n".join(lines))
 
 
-SECTIONS = {"filters": filters, "speed": speed, "gallery": gallery}
+SECTIONS = {"filters": filters, "speed": speed, "gallery": gallery, "steps": equal_steps}
 
 
 def main() -> None:

@@ -103,7 +103,7 @@ def load_transformer_net(path: str | os.PathLike) -> TransformerNet:
 
 
 def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, register
+    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
 
     register(
         ModelEntry(
@@ -114,6 +114,7 @@ def _register() -> None:
             load=load_transformer_net,
             build=TransformerNet,
             input=InputFormat(None, value_range=1.0, note="sides multiples of 4"),
+            weights=Weights(None, licence="-", source="none: trained by you (stylize-train)"),
         )
     )
 
