@@ -68,7 +68,7 @@ class TrainFastResult:
 Callback = Callable[[int, int, dict], None]
 
 
-def photo_files(folder: str | os.PathLike, crop: int) -> list[Path]:
+def photo_files(folder: str | os.PathLike) -> list[Path]:
     """Image files under `folder` (recursively); ConvlensError when there are none."""
     root = Path(folder)
     if not root.is_dir():
@@ -164,7 +164,7 @@ def train_fast(
     output = Path(output)
     ckpt_path = output.with_name(output.name + ".ckpt")
     style_np = imaging.load_checked(style, "style image")
-    files = photo_files(photos, cfg.crop)
+    files = photo_files(photos)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
