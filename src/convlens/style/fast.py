@@ -113,7 +113,7 @@ class FastStylizer:
         if threads:
             torch.set_num_threads(threads)
         # bfloat16 for the image network where the hardware has it (CPU: avx512_bf16/AMX):
-        # 1.3x at 384 px, pixels 0.7/255 apart on average (benchmarks/style_fast.py)
+        # 1.3x at 384 px, pixels 0.7/255 apart on average (a one-off measurement, see docs)
         self.bf16 = bf16_supported(self.device) if bf16 is None else bf16
         cl = torch.channels_last  # depthwise and small convolutions: far faster on CPU
         if network is None:
