@@ -54,6 +54,11 @@ ACCEPTED: dict[tuple[str, str], set[str]] = {
     # a blend or layer weight of 0 leaves that style image or layer out
     ("style", "--style-weights"): {"0"},
     ("style", "--layer-weights"): {"0"},
+    ("stylize", "--strength"): {"0"},  # the photo's own style vector
+    ("stylize", "--smooth"): {"0"},  # no temporal stabilisation
+    ("stylize", "--style-weights"): {"0"},  # a painting left out of the blend
+    ("stylize-train", "--style-weight"): {"0"},  # content reconstruction only
+    ("stylize-train", "--tv"): {"0"},  # no total-variation smoothing
     ("faces encode", "--jitter"): {"0"},  # no jittered copies
     ("faces watch", "--camera"): {"0"},  # the first webcam
     ("train triplet", "--weight-decay"): {"0"},
@@ -117,7 +122,7 @@ def _base_argv(command: str, parser: argparse.ArgumentParser, f: dict[str, Path]
         elif dest in ("images", "photos", "photo", "content", "style"):
             value = [str(f["img"])]
         elif dest == "output":
-            suffix = ".pt" if command.startswith("train") else None
+            suffix = ".pt" if command.startswith("train") or command.endswith("-train") else None
             suffix = ".onnx" if command == "faces export-onnx" else suffix
             value = [str(Path(out).with_suffix(suffix)) if suffix else out]
         elif dest == "layer":

@@ -19,6 +19,7 @@ GROUPS = {
     "faces": "convlens.faces.cli",
     "train": "convlens.train.cli",
     "style": "convlens.style.cli",
+    "stylize": "convlens.style.fast_cli",
     "inspect": "convlens.inspection.cli",
     "models": "convlens.models.cli",
     "serve": "convlens.service.serve_cli",

@@ -112,11 +112,11 @@ def _fold(op: str, attrs: dict, args: list[np.ndarray | None]) -> np.ndarray:
     )
 
 
-def read_onnx_graph(path: str | os.PathLike) -> OnnxGraph:
+def read_onnx_graph(path: str | os.PathLike, max_inputs: int = 1) -> OnnxGraph:
     """The compute nodes and folded float32 weights of an ONNX model file.
 
     Raises OSError when the file cannot be read and OnnxGraphError when it is not a single
-    input, single output ONNX graph.
+    output ONNX graph with 1 to `max_inputs` inputs (input_name/input_shape: the first).
     """
     import onnx
     from onnx import numpy_helper
@@ -139,7 +139,7 @@ def read_onnx_graph(path: str | os.PathLike) -> OnnxGraph:
     # Old exporters list weights (even ones no node reads any more) as graph inputs too.
     used = {name for node in nodes for name in node.inputs}
     real_inputs = [i for i in graph.input if i.name not in values and i.name in used]
-    if len(real_inputs) != 1 or len(graph.output) != 1:
+    if not 1 <= len(real_inputs) <= max_inputs or len(graph.output) != 1:
         raise OnnxGraphError(
             f"expected one input and one output, found {len(real_inputs)} and {len(graph.output)}"
         )

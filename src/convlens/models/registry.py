@@ -36,6 +36,7 @@ TASKS = (
     "speaker-encoder",  # waveform -> embedding; has `model_id` (trained like face encoders)
     "audio-features",  # waveform/spectrogram -> feature maps for audio texture statistics
     "volume-backbone",  # (N, C, D, H, W) volume -> named 3-D feature maps
+    "style-network",  # feed-forward stylisation (style predictor, transformer networks)
 )
 # Tasks whose networks map one input to an embedding with a `model_id` (train, galleries).
 ENCODER_TASKS = ("face-encoder", "speaker-encoder")

@@ -226,6 +226,19 @@ STYLE_PRESETS = {
         "avgpool": False,
         "style_weight": 1e3,
     },
+    # neural-style's (jcjohnson) settings: content relu4_2, style relu1_1..relu5_1, max pooling,
+    # content_weight 5 and style_weight 100 on its costs (content: mean squared error; style:
+    # mean squared error of Grams divided by C*H*W). On our costs (content: half the mean
+    # squared error; style: sum of squared differences of position-normalised Grams over
+    # (2C)^2) that is J = 10 J_content + 100 * sum_l 4/C_l^2 J_style[l], i.e. alpha 1, beta 1
+    # and lambda_l = 40 / C_l^2 (deeper layers count 64x less than relu1_1, as there).
+    "classic": {
+        "content": ("features.relu4_2",),
+        "style": _RELU_X_1,
+        "avgpool": False,
+        "style_weight": 1.0,
+        "layer_weights": tuple(40.0 / c**2 for c in (64, 128, 256, 512, 512)),
+    },
     "preact": {
         "content": ("features.conv4_2",),
         "style": tuple(f"features.conv{i}_1" for i in range(1, 6)),

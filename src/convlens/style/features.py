@@ -27,6 +27,7 @@ class LayerPreset:
     style: tuple[str, ...]
     avgpool: bool
     style_weight: float  # default beta for this preset (alpha = 1)
+    layer_weights: tuple[float, ...] | None = None  # lambda_l per style layer (default: equal)
 
 
 def backbones() -> list[str]:

@@ -131,7 +131,8 @@ def resolve_layers(o: StyleOptions) -> Layers:
     style = list(o.style_layers or preset.style)
     if not style and style_weight > 0:
         raise ConvlensError("no style layers given")
-    lam = o.layer_weights or [1.0 / max(len(style), 1)] * len(style)
+    preset_lam = preset.layer_weights if not o.style_layers else None
+    lam = o.layer_weights or preset_lam or [1.0 / max(len(style), 1)] * len(style)
     if len(lam) != len(style):
         raise ConvlensError(f"{len(lam)} layer weights for {len(style)} style layers")
     avgpool = preset.avgpool if o.avgpool is None else o.avgpool
