@@ -12,6 +12,8 @@ face, as face_recognition's users do, and `found` records the miss):
 
 Detection and alignment run once per photo for all set-ups (2 threads; dlib releases the GIL),
 encoders in batches of 64 on the CPU. Cache: benchmarks/results/cache/<set>.npz (git-ignored).
+LFW (5,373 photos) runs the three set-ups the conclusions need (dlib, sface-yunet, reference):
+on the shared 2-core machine the five cost ~0.27 CPU s a photo.
 
     python benchmarks/face_embeddings.py lfw|orl [--force]
 """
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 SHARED = ROOT.parent / "shared" / "data" / "faces"
 CACHE = ROOT / "benchmarks" / "results" / "cache"
 SETUPS = ("dlib", "dlib-yunet", "sface-hog", "sface-yunet", "face_recognition")
+SET_SETUPS = {"orl": SETUPS, "lfw": ("dlib", "sface-yunet", "face_recognition")}
 # face_recognition's upsampling per set: ORL's faces are ~60 px, LFW's ~110 px.
 REF_UPSAMPLE = {"orl": 2, "lfw": 1}
 
@@ -69,24 +72,28 @@ def _reference(img: np.ndarray, upsample: int) -> tuple[np.ndarray, bool]:
     return face_recognition.face_encodings(img, [loc])[0].astype(np.float32), found
 
 
-def prepare(path: Path, ref_upsample: int) -> dict:
-    """Chips of every set-up and the reference embedding for one photo."""
+def prepare(path: Path, ref_upsample: int, setups=SETUPS) -> dict:
+    """Chips of each set-up and the reference embedding for one photo."""
     from convlens.faces import align, align_arcface, detect
     from convlens.faces.pipeline import _five_points
     from convlens.images import load_image
 
     img = load_image(path)
-    hog, hog_found = _largest(detect.detect(img, "auto", 1), img.shape)
-    yun, yunet_found = _largest(detect.detect(img, "yunet", 1), img.shape)
-    out = {
-        "dlib": align.align_image(img, detect.landmarks(img, hog, 5))[0],
-        "dlib-yunet": align.align_image(img, detect.landmarks(img, yun, 5))[0],
-        "sface-hog": align_arcface.align_image(img, _five_points(img, hog))[0],
-        "sface-yunet": align_arcface.align_image(img, _five_points(img, yun))[0],
-        "hog_found": hog_found,
-        "yunet_found": yunet_found,
-    }
-    out["face_recognition"], out["ref_found"] = _reference(img, ref_upsample)
+    out: dict = {}
+    if {"dlib", "sface-hog"} & set(setups):
+        hog, out["hog_found"] = _largest(detect.detect(img, "auto", 1), img.shape)
+    if {"dlib-yunet", "sface-yunet"} & set(setups):
+        yun, out["yunet_found"] = _largest(detect.detect(img, "yunet", 1), img.shape)
+    if "dlib" in setups:
+        out["dlib"] = align.align_image(img, detect.landmarks(img, hog, 5))[0]
+    if "dlib-yunet" in setups:
+        out["dlib-yunet"] = align.align_image(img, detect.landmarks(img, yun, 5))[0]
+    if "sface-hog" in setups:
+        out["sface-hog"] = align_arcface.align_image(img, _five_points(img, hog))[0]
+    if "sface-yunet" in setups:
+        out["sface-yunet"] = align_arcface.align_image(img, _five_points(img, yun))[0]
+    if "face_recognition" in setups:
+        out["face_recognition"], out["ref_found"] = _reference(img, ref_upsample)
     return out
 
 
@@ -97,12 +104,14 @@ def build(name: str) -> dict:
 
     torch.set_num_threads(1)
     paths, labels = photos(name)
+    setups = SET_SETUPS[name]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
         done = []
-        for i, r in enumerate(pool.map(lambda p: prepare(p, REF_UPSAMPLE[name]), paths)):
+        work = pool.map(lambda p: prepare(p, REF_UPSAMPLE[name], setups), paths)
+        for i, r in enumerate(work):
             done.append(r)
-            if i % 500 == 0:
+            if i % 250 == 0:
                 print(
                     f"{name}: {i}/{len(paths)} photos, {time.perf_counter() - t0:.0f} s", flush=True
                 )
@@ -111,8 +120,9 @@ def build(name: str) -> dict:
               "sface-yunet": "sface"}  # fmt: skip
     arrays = {"paths": np.asarray([str(p) for p in paths]), "labels": labels}
     for setup, model in models.items():
-        chips = np.stack([d[setup] for d in done])
-        arrays[setup] = embed_chips(chips, resolve_model(model, "cpu"), batch_size=64)
+        if setup in setups:
+            chips = np.stack([d[setup] for d in done])
+            arrays[setup] = embed_chips(chips, resolve_model(model, "cpu"), batch_size=64)
     arrays["face_recognition"] = np.stack([d["face_recognition"] for d in done])
     for key in ("hog_found", "yunet_found", "ref_found"):
         arrays[key] = np.asarray([d[key] for d in done])

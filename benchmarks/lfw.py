@@ -77,8 +77,8 @@ def main() -> None:
     a = fe.load("lfw")
     i, j, same, fold = read_pairs(a["paths"])
     results = {}
-    dists = {s: pair_distances(a[s], i, j) for s in fe.SETUPS}
-    for setup in (*fe.SETUPS, "fusion"):
+    dists = {s: pair_distances(a[s], i, j) for s in fe.SET_SETUPS["lfw"]}
+    for setup in (*fe.SET_SETUPS["lfw"], "fusion"):
         if setup == "fusion":
             r = protocol(None, same, fold, [dists[s] for s in FUSED])
             z = [(dists[s] - dists[s].mean()) / dists[s].std() for s in FUSED]

@@ -49,15 +49,15 @@ def main() -> None:
     splits = {n: metrics.one_shot_split(d["labels"], ENROLLED[n]) for n, d in data.items()}
     own = {}  # (set, setup) -> τ at CALIBRATION_FPIR on that set
     for n, d in data.items():
-        for s in fe.SETUPS:
+        for s in fe.SET_SETUPS[n]:
             r = metrics.open_set_report(d[s], d["labels"], splits[n], (CALIBRATION_FPIR,))
             own[n, s] = r["at_fpir"][f"{CALIBRATION_FPIR:g}"]["threshold"]
     results = {}
     for n, d in data.items():
         other = "lfw" if n == "orl" else "orl"
-        for s in fe.SETUPS:
+        for s in fe.SET_SETUPS[n]:
             tau, _ = shipped_tau(s)
-            taus = {f"calibrated on {other}": own[other, s]}
+            taus = {f"calibrated on {other}": own[other, s]} if (other, s) in own else {}
             if tau is not None:
                 taus["shipped"] = tau
             r = metrics.open_set_report(d[s], d["labels"], splits[n], (1e-2, 1e-3), taus)
@@ -77,7 +77,8 @@ def main() -> None:
     ]
     for key, r in results.items():
         cells = []
-        for label in ("shipped", next(k for k in r["at_threshold"] if k.startswith("cal"))):
+        cal = [k for k in r["at_threshold"] if k.startswith("cal")]
+        for label in ("shipped", *(cal or ["-"])):
             e = r["at_threshold"].get(label)
             cells.append(
                 "-" if e is None else f"{e['dir']:.3f} / {e['fpir']:.3%} (τ {e['threshold']:.3f})"

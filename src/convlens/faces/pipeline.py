@@ -270,18 +270,20 @@ def face_chips(
     landmarks: int = 5,
     whole_image_fallback: bool = False,
     min_face: float | None = None,
-    aligner: str = "dlib-5",
+    aligner: str | None = None,
 ) -> tuple[list[Face], np.ndarray]:
     """Faces (embedding None), largest first, and their aligned chips uint8 (N, S, S, 3).
 
     detector "hog" | "cnn" | "auto" | "yunet" and upsample: see convlens.faces.detect.detect.
     aligner: "dlib-5" (dlib's 150x150 chips from `landmarks`, 5 or 68 dlib points) or
     "arcface-5" (112x112 ArcFace chips from YuNet's five points, or dlib's 68 mapped to five;
-    Face.landmarks are then those five). whole_image_fallback: when no face is
+    Face.landmarks are then those five); None: the default encoder's (DEFAULT_ENCODER), so
+    embed_chips(face_chips(photo)[1]) works with defaults. whole_image_fallback: when no face is
     found, use the whole image (already-cropped faces). min_face: with HOG, detect at the
     lowest resolution that still finds faces this fraction of the shorter side (e.g. 0.1:
     much faster on big photos); None keeps dlib's full resolution.
     """
+    aligner = encoder_extras(None)["aligner"] if aligner is None else aligner
     if aligner not in ALIGNERS:
         raise ConvlensError(f"unknown aligner {aligner!r}; choose one of {', '.join(ALIGNERS)}")
     img = load_image(image)
