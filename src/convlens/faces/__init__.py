@@ -1,8 +1,8 @@
 """Faces: detect, align and encode faces; verify and recognise them against a gallery.
 
     import convlens.faces as faces
-    found = faces.encode("photo.jpg")          # list[faces.Face], largest first
-    faces.distance(found[0], other)            # Euclidean; ~0.6 separates people
+    found = faces.encode("photo.jpg")          # list[faces.Face], largest first (SFace)
+    faces.distance(found[0], other)            # ≤ faces.encoder_extras()["threshold"]: same
     for path, result in faces.encode_many(paths, batch_size=64): ...
 
 Importing this package is cheap: torch, dlib and the models load on first use.
@@ -23,6 +23,7 @@ _LAZY = {
     "face_chips": "convlens.faces.pipeline",
     "embed_chips": "convlens.faces.pipeline",
     "resolve_model": "convlens.faces.pipeline",
+    "encoder_extras": "convlens.faces.pipeline",
     "align_faces": "convlens.faces.align",
     "Box": "convlens.faces.box",
     # gallery (verification / recognition)
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
         embed_chips,
         encode,
         encode_many,
+        encoder_extras,
         face_chips,
     )
 

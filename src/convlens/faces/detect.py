@@ -20,11 +20,11 @@ from convlens.errors import ConvlensError
 from convlens.faces.box import Box
 
 DETECTORS = ("hog", "cnn", "auto", "yunet")
-# The one default for every caller (encode, gallery, calibrate, training, inspect): HOG first,
-# more upsampling and then the CNN only when HOG finds nothing, so photos with a findable
-# face cost what HOG costs (benchmarks/results/orl_accuracy.md: 400/400 ORL faces found
-# instead of 394 with HOG alone).
-DEFAULT_DETECTOR = "auto"
+# The one default for every caller (encode, gallery, calibrate, training, inspect): YuNet,
+# several times faster than HOG on photos, finding as many faces as HOG's "auto" chain on ORL
+# (400/400) and the shared photos, with the five points SFace's chips need
+# (benchmarks/faces_speed.py, benchmarks/face_embeddings.py; docs/faces/README.md).
+DEFAULT_DETECTOR = "yunet"
 # Each upsampling doubles both sides: at 3 a 1080p photo is searched at 15360x8640 (about
 # 400 MB of RGB plus HOG features per thread); at 4 it would be 1.6 GB, beyond reason.
 MAX_UPSAMPLE = 3

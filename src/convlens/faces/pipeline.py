@@ -22,6 +22,7 @@ from convlens.faces import detect as _detect
 from convlens.faces.box import Box
 from convlens.faces.detect import DEFAULT_DETECTOR
 from convlens.images import ImageInput, list_images, load_image
+from convlens.models.face_models import DEFAULT_ENCODER
 
 # dlib's HOG detector scans an 80x80 window over an image pyramid, so at upsample u the
 # smallest face it finds is about 80 / 2**u pixels.
@@ -53,8 +54,8 @@ class Face:
 
 
 def distance(a, b) -> np.ndarray | float:
-    """Euclidean distance between embeddings (or Faces); ~0.6 separates people for dlib's
-    encoder. Broadcasts: (D,) vs (N, D) gives (N,)."""
+    """Euclidean distance between embeddings (or Faces); each encoder ships the τ that
+    separates people (registry extras "threshold"). Broadcasts: (D,) vs (N, D) gives (N,)."""
     a = a.embedding if isinstance(a, Face) else a
     b = b.embedding if isinstance(b, Face) else b
     if a is None or b is None:
@@ -91,8 +92,6 @@ def resolve_model(model=None, device=None):
         return _MODELS[key]
 
 
-# The encoder `faces.encode` uses when none is named (see docs/faces/README.md for why).
-DEFAULT_ENCODER = "dlib-resnet"
 ALIGNERS = ("dlib-5", "arcface-5")
 
 
@@ -116,10 +115,11 @@ def encoder_entry(model=None):
 
 def encoder_extras(model=None) -> dict:
     """How chips are made for an encoder and what its embeddings mean, from its registry
-    entry: aligner ("dlib-5" 150x150 by default, "arcface-5" 112x112), normalize (L2)."""
+    entry: aligner ("dlib-5" by default, "arcface-5"), chip_size (150 by default, 112 for
+    ArcFace chips), normalize (L2)."""
     entry = encoder_entry(model)
     extras = dict(entry.extras) if entry is not None else {}
-    return {"aligner": "dlib-5", "normalize": False, **extras}
+    return {"aligner": "dlib-5", "chip_size": 150, "normalize": False, **extras}
 
 
 def _jitter_grids(n: int, size: int, rng: np.random.Generator):
@@ -340,10 +340,17 @@ def photo_items(photos) -> list:
 
 
 def check_encode_options(
-    batch_size: int, detector: str, upsample: int, jitter: int, min_face: float | None
+    batch_size: int,
+    detector: str,
+    upsample: int,
+    jitter: int,
+    min_face: float | None,
+    landmarks: int = 5,
 ) -> None:
     """Refuse bad options once, before any photo is read (not once per photo)."""
     _detect.check_options(detector, upsample)
+    if landmarks not in (5, 68):
+        raise ConvlensError(f"landmarks must be 5 or 68, not {landmarks!r}")
     if isinstance(batch_size, bool) or not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
         raise ConvlensError(f"batch size must be 1..{MAX_BATCH_SIZE}, not {batch_size!r}")
     if not 0 <= int(jitter) <= MAX_JITTER:
@@ -373,7 +380,7 @@ def encode_many(
     count); chips are encoded `batch_size` at a time across photos. Bad options raise
     ConvlensError here, before any photo is read.
     """
-    check_encode_options(batch_size, detector, upsample, jitter, min_face)
+    check_encode_options(batch_size, detector, upsample, jitter, min_face, landmarks)
     items = photo_items(paths)
     return _encode_stream(
         items, batch_size, detector, upsample, landmarks, model, device, flip, jitter,

@@ -5,8 +5,9 @@ A convlens model file is a torch.save'd dict:
      "state_dict": {...}, "model_id": "..."}
 `arch` names a face encoder in the model registry, built as entry.build(**config).
 
-Every face encoder is an nn.Module taking float RGB chips (N, 3, 150, 150) with values 0..255
-and returning (N, D) embeddings, and has a `model_id: str` attribute. Galleries store the
+Every face encoder is an nn.Module taking float RGB chips (N, 3, S, S) with values 0..255 (S
+from its registry entry: 150 for dlib's ResNet, 112 for SFace) and returning (N, D)
+embeddings, and has a `model_id: str` attribute. Galleries store the
 model_id and refuse to mix encoders.
 """
 
@@ -20,6 +21,10 @@ from convlens.errors import ConvlensError
 from convlens.models.files import load_torch_file, save_torch_file
 
 FORMAT = "convlens-face-model"
+# The encoder `faces.encode` and new galleries use when none is named: SFace, measured better
+# than dlib's ResNet on ORL and LFW, pairs and open set (docs/faces/README.md). Galleries
+# built with dlib's encoder keep it (their model_id names it).
+DEFAULT_ENCODER = "sface"
 
 
 def build_architecture(arch: str, config: dict) -> nn.Module:
@@ -46,13 +51,14 @@ def save_face_model(model: nn.Module, path: str | os.PathLike, arch: str, config
 
 
 def load_face_model(path: str | os.PathLike | None = None) -> nn.Module:
-    """The default pretrained encoder (path=None), a registry name (`convlens models`), a dlib
-    .dat file, or a convlens .pt file."""
+    """The default pretrained encoder (path=None: DEFAULT_ENCODER), a registry name (`convlens
+    models`), a dlib .dat file, or a convlens .pt file."""
     from convlens.models import registry
 
+    path = DEFAULT_ENCODER if path is None else path
     if isinstance(path, str) and not registry.looks_like_path(path):
         return registry.get(path, task="face-encoder").load()
-    if path is None or str(path).endswith(".dat"):
+    if str(path).endswith(".dat"):
         from convlens.models.dlib_resnet import load_dlib_face_resnet
 
         return load_dlib_face_resnet(path)
