@@ -64,7 +64,7 @@ def real_faces(photos_dir):
     out = []
     for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
         image = load_image(photos_dir / name)
-        found, _ = faces.face_chips(image, landmarks=68)
+        found, _ = faces.face_chips(image, detector="hog", landmarks=68, aligner="dlib-5")
         out.append((name, image, found[0].landmarks))
     return out
 
