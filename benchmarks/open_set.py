@@ -13,8 +13,10 @@ default of the set-up's encoder (face_recognition: its documented tolerance 0.6)
     python benchmarks/open_set.py        # writes benchmarks/results/open_set.{json,md}
     python benchmarks/open_set.py --choose   # the τ to ship (SHIPPED_THRESHOLD in the models)
 
-The shipped τ of each encoder is chosen on LFW with another draw of the K = 100 enrolled
-people (seed 1) at FPIR 1e-2, rounded down to 3 decimals; the tables use seed 0.
+The shipped τ of each encoder is chosen on LFW over ten other draws of the K = 100 enrolled
+people (seeds 1-10): the largest τ (3 decimals) whose FPIR is at most 1e-2 on every draw, a
+door's rule (the median draw's τ gave 1.13% on the tables' draw, seed 0); the tables use
+seed 0.
 """
 
 from __future__ import annotations
@@ -50,17 +52,21 @@ def shipped_tau(setup: str) -> tuple[float | None, dict]:
     return shipped_threshold(model_id)
 
 
-def choose(fpir: float = CALIBRATION_FPIR, seed: int = 1) -> dict:
-    """The τ to ship per encoder: LFW, K = 100 enrolled from one photo (seed 1), at fpir."""
+def choose(fpir: float = CALIBRATION_FPIR, seeds=range(1, 11)) -> dict:
+    """The τ to ship per encoder: the largest τ (3 decimals) naming at most fpir of LFW's
+    strangers on every one of `seeds`' draws of K = 100 people enrolled from one photo."""
     d = fe.load("lfw")
-    split = metrics.one_shot_split(d["labels"], ENROLLED["lfw"], seed=seed)
+    splits = [metrics.one_shot_split(d["labels"], ENROLLED["lfw"], seed=s) for s in seeds]
     out = {}
     for setup, encoder in (("dlib", "dlib-resnet"), ("sface-yunet", "sface")):
-        r = metrics.open_set_report(d[setup], d["labels"], split, (fpir,))
-        e = r["at_fpir"][f"{fpir:g}"]
-        tau = float(np.floor(e["threshold"] * 1000) / 1000)
-        out[encoder] = {"threshold": tau, "dir": e["dir"], "fpir": e["fpir"],
-                        "set": f"LFW folds 1-5, K=100 (seed {seed})"}  # fmt: skip
+        reports = [metrics.open_set_report(d[setup], d["labels"], sp, (fpir,)) for sp in splits]
+        taus = [r["at_fpir"][f"{fpir:g}"]["threshold"] for r in reports]
+        tau = float(np.floor(min(taus) * 1000) / 1000)
+        dirs = [metrics.open_set_report(d[setup], d["labels"], sp, (), {"t": tau})
+                ["at_threshold"]["t"]["dir"] for sp in splits]  # fmt: skip
+        out[encoder] = {"threshold": tau, "per_draw": [round(t, 4) for t in taus],
+                        "dir_median": float(np.median(dirs)),
+                        "set": f"LFW folds 1-5, K=100, seeds {seeds[0]}-{seeds[-1]}"}  # fmt: skip
     return out
 
 
