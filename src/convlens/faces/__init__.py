@@ -23,7 +23,7 @@ _LAZY = {
     "face_chips": "convlens.faces.pipeline",
     "embed_chips": "convlens.faces.pipeline",
     "resolve_model": "convlens.faces.pipeline",
-    "encoder_extras": "convlens.faces.pipeline",
+    "encoder_extras": "convlens.models.face_models",
     "align_faces": "convlens.faces.align",
     "Box": "convlens.faces.box",
     # gallery (verification / recognition)
@@ -43,9 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
         embed_chips,
         encode,
         encode_many,
-        encoder_extras,
         face_chips,
     )
+    from convlens.models.face_models import encoder_extras  # noqa: F401
 
 
 def __getattr__(name: str):

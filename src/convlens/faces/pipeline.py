@@ -22,7 +22,6 @@ from convlens.faces import detect as _detect
 from convlens.faces.box import Box
 from convlens.faces.detect import DEFAULT_DETECTOR
 from convlens.images import ImageInput, list_images, load_image
-from convlens.models.face_models import DEFAULT_ENCODER
 
 # dlib's HOG detector scans an 80x80 window over an image pyramid, so at upsample u the
 # smallest face it finds is about 80 / 2**u pixels.
@@ -76,7 +75,7 @@ def resolve_model(model=None, device=None):
     import torch
 
     from convlens.models.devices import resolve_device
-    from convlens.models.face_models import load_face_model
+    from convlens.models.face_models import DEFAULT_ENCODER, load_face_model
 
     if isinstance(model, torch.nn.Module):
         if device is not None:
@@ -90,36 +89,6 @@ def resolve_model(model=None, device=None):
         if key not in _MODELS:
             _MODELS[key] = load_face_model(model).to(dev).eval()
         return _MODELS[key]
-
-
-ALIGNERS = ("dlib-5", "arcface-5")
-
-
-def encoder_entry(model=None):
-    """The registry entry of a face encoder given as None (the default), a registry name or a
-    loaded module; None for a model file or a module no entry builds (trained encoders)."""
-    import torch
-
-    from convlens.models import registry
-
-    if model is None:
-        return registry.get(DEFAULT_ENCODER, task="face-encoder")
-    if isinstance(model, str) and not registry.looks_like_path(model):
-        return registry.get(model, task="face-encoder")
-    if isinstance(model, torch.nn.Module):
-        for entry in registry.entries("face-encoder"):
-            if entry.build is type(model):
-                return entry
-    return None
-
-
-def encoder_extras(model=None) -> dict:
-    """How chips are made for an encoder and what its embeddings mean, from its registry
-    entry: aligner ("dlib-5" by default, "arcface-5"), chip_size (150 by default, 112 for
-    ArcFace chips), normalize (L2)."""
-    entry = encoder_entry(model)
-    extras = dict(entry.extras) if entry is not None else {}
-    return {"aligner": "dlib-5", "chip_size": 150, "normalize": False, **extras}
 
 
 def _jitter_grids(n: int, size: int, rng: np.random.Generator):
@@ -156,6 +125,8 @@ def embed_chips(
     randomly jittered copies instead (dlib's num_jitters; seeded, so repeatable).
     """
     import torch
+
+    from convlens.models.face_models import encoder_extras
 
     net = resolve_model(model, device)
     chips = np.asarray(chips)
@@ -283,6 +254,8 @@ def face_chips(
     lowest resolution that still finds faces this fraction of the shorter side (e.g. 0.1:
     much faster on big photos); None keeps dlib's full resolution.
     """
+    from convlens.models.face_models import ALIGNERS, encoder_extras
+
     aligner = encoder_extras(None)["aligner"] if aligner is None else aligner
     if aligner not in ALIGNERS:
         raise ConvlensError(f"unknown aligner {aligner!r}; choose one of {', '.join(ALIGNERS)}")
@@ -403,6 +376,7 @@ def _encode_stream(
     workers: int | None,
     progress: bool,
 ) -> Iterator[tuple[ImageInput, list[Face] | ConvlensError]]:
+    from convlens.models.face_models import encoder_extras
     from convlens.models.registry import looks_like_path
 
     if isinstance(model, str | os.PathLike) and looks_like_path(str(model)):

@@ -14,11 +14,13 @@ model_id and refuse to mix encoders.
 from __future__ import annotations
 
 import os
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from convlens.errors import ConvlensError
 from convlens.models.files import load_torch_file, save_torch_file
+
+if TYPE_CHECKING:  # torch loads on first use: `import convlens.faces` stays cheap
+    from torch import nn
 
 FORMAT = "convlens-face-model"
 # The encoder `faces.encode` and new galleries use when none is named: SFace, measured better
@@ -67,3 +69,33 @@ def load_face_model(path: str | os.PathLike | None = None) -> nn.Module:
     model.load_state_dict(payload["state_dict"], strict=True)
     model.model_id = payload["model_id"]
     return model.eval()
+
+
+ALIGNERS = ("dlib-5", "arcface-5")
+
+
+def encoder_entry(model=None):
+    """The registry entry of a face encoder given as None (the default), a registry name or a
+    loaded module; None for a model file or a module no entry builds (trained encoders)."""
+    import torch
+
+    from convlens.models import registry
+
+    if model is None:
+        return registry.get(DEFAULT_ENCODER, task="face-encoder")
+    if isinstance(model, str) and not registry.looks_like_path(model):
+        return registry.get(model, task="face-encoder")
+    if isinstance(model, torch.nn.Module):
+        for entry in registry.entries("face-encoder"):
+            if entry.build is type(model):
+                return entry
+    return None
+
+
+def encoder_extras(model=None) -> dict:
+    """How chips are made for an encoder and what its embeddings mean, from its registry
+    entry: aligner ("dlib-5" by default, "arcface-5"), chip_size (150 by default, 112 for
+    ArcFace chips), normalize (L2)."""
+    entry = encoder_entry(model)
+    extras = dict(entry.extras) if entry is not None else {}
+    return {"aligner": "dlib-5", "chip_size": 150, "normalize": False, **extras}
