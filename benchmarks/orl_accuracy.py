@@ -71,7 +71,7 @@ def convlens_embeddings(paths: list[Path], **options) -> tuple[np.ndarray, np.nd
     from convlens import faces
     from convlens.models.face_models import load_face_model
 
-    model = load_face_model()
+    model = load_face_model("dlib-resnet")
     embs, found = [], []
     for path in paths:
         result = faces.encode(path, model=model, whole_image_fallback=True, **options)
@@ -262,7 +262,7 @@ def main() -> None:
     if not args.reference_only:
         from convlens.models.face_models import load_face_model
 
-        model_id = load_face_model().model_id
+        model_id = load_face_model("dlib-resnet").model_id
         options = {
             "default": {"upsample": 2},
             "auto": {"detector": "auto", "upsample": 2},

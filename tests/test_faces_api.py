@@ -44,7 +44,7 @@ def test_embedding_matches_dlib(photos_dir):
     from convlens.models.weights import dlib_model_file
 
     img = load_image(photos_dir / "obama_small.jpg")
-    found = faces.encode(img)
+    found = faces.encode(img, model="dlib-resnet")
     net = dlib.face_recognition_model_v1(
         str(dlib_model_file("dlib_face_recognition_resnet_model_v1"))
     )
@@ -57,7 +57,8 @@ def test_same_and_different_people(photos_dir):
     obama = faces.encode(photos_dir / "obama.jpg")[0]
     obama2 = faces.encode(photos_dir / "obama2.jpg")[0]
     biden = faces.encode(photos_dir / "biden.jpg")[0]
-    assert faces.distance(obama, obama2) < 0.6 < faces.distance(obama, biden)
+    tau = faces.encoder_extras()["threshold"]  # the default encoder's shipped τ
+    assert faces.distance(obama, obama2) < tau < faces.distance(obama, biden)
     many = faces.distance(obama.embedding, np.stack([obama2.embedding, biden.embedding]))
     assert many.shape == (2,) and many[0] < many[1]
 
@@ -85,7 +86,8 @@ def test_unreadable_file_is_one_line_error(tmp_path):
 
 def test_face_chips_and_embed_chips(photos_dir):
     found, chips = faces.face_chips(photos_dir / "two_people.jpg")
-    assert chips.dtype == np.uint8 and chips.shape == (2, 150, 150, 3)
+    size = faces.encoder_extras()["chip_size"]  # the default encoder's chips
+    assert chips.dtype == np.uint8 and chips.shape == (2, size, size, 3)
     assert all(f.embedding is None for f in found)
     embs = faces.embed_chips(chips, batch_size=1)
     assert embs.shape == (2, 128) and embs.dtype == np.float32
@@ -95,13 +97,14 @@ def test_face_chips_and_embed_chips(photos_dir):
 
 
 def test_flip_and_jitter(photos_dir):
-    _, chips = faces.face_chips(photos_dir / "obama_small.jpg")
-    plain = faces.embed_chips(chips)
-    mirrored = faces.embed_chips(chips[:, :, ::-1])
-    flipped = faces.embed_chips(chips, flip=True)
+    _, chips = faces.face_chips(photos_dir / "obama_small.jpg", aligner="dlib-5")
+    net = faces.resolve_model("dlib-resnet")
+    plain = faces.embed_chips(chips, net)
+    mirrored = faces.embed_chips(chips[:, :, ::-1], net)
+    flipped = faces.embed_chips(chips, net, flip=True)
     np.testing.assert_allclose(flipped, (plain + mirrored) / 2, atol=1e-5)
-    jit = faces.embed_chips(chips, jitter=4)
-    np.testing.assert_allclose(jit, faces.embed_chips(chips, jitter=4), atol=1e-6)
+    jit = faces.embed_chips(chips, net, jitter=4)
+    np.testing.assert_allclose(jit, faces.embed_chips(chips, net, jitter=4), atol=1e-6)
     assert 0 < faces.distance(jit[0], plain[0]) < 0.25
     assert 0 < faces.distance(flipped[0], plain[0]) < 0.25
 
@@ -129,25 +132,27 @@ def test_encode_many_batches_across_images_in_order(photos_dir, tmp_path):
 
 def test_detectors_and_landmarks(photos_dir, orl_dir):
     small = photos_dir / "obama_small.jpg"
-    cnn = faces.encode(small, detector="cnn")
+    cnn = faces.encode(small, detector="cnn", model="dlib-resnet")
     assert len(cnn) == 1 and cnn[0].detector == "cnn"
-    hog = faces.encode(small)[0]
+    hog = faces.encode(small, detector="hog", model="dlib-resnet")[0]
     assert faces.distance(cnn[0], hog) < 0.2
-    f68 = faces.encode(small, landmarks=68)[0]
+    f68 = faces.encode(small, detector="hog", landmarks=68, model="dlib-resnet")[0]
     assert f68.landmarks.shape == (68, 2) and faces.distance(f68, hog) < 0.2
     # HOG at upsample 2 misses a few ORL faces; "auto" tries other levels, then the CNN.
     missed = [orl_dir / "s33" / "10.pgm", orl_dir / "s35" / "2.pgm"]
     assert not any(faces.face_chips(p, detector="hog", upsample=2)[0] for p in missed)
     for p in missed:
-        found, chips = faces.face_chips(p, detector="auto", upsample=2)
+        found, chips = faces.face_chips(p, detector="auto", upsample=2, aligner="dlib-5")
         assert len(found) == 1 and chips.shape == (1, 150, 150, 3)
 
 
 def test_min_face_detects_big_photos_at_lower_resolution(photos_dir):
     path = photos_dir / "obama-1080p.jpg"
-    full = faces.encode(path)[0]
-    fast = faces.encode(path, min_face=0.15)[0]
-    assert fast.box == faces.encode(path, detector="hog", min_face=0.15)[0].box
+    # min_face plans HOG's resolution (YuNet sizes its own search: faces/yunet.py)
+    full = faces.encode(path, detector="auto", model="dlib-resnet")[0]
+    fast = faces.encode(path, detector="auto", model="dlib-resnet", min_face=0.15)[0]
+    hog = faces.encode(path, detector="hog", model="dlib-resnet", min_face=0.15)[0]
+    assert fast.box == hog.box
     assert np.abs(np.subtract(full.box, fast.box)).max() < 0.1 * (full.box[2] - full.box[0])
     assert faces.distance(full, fast) < 0.1
 

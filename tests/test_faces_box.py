@@ -55,7 +55,7 @@ def test_identify_many_streams_in_order_with_errors(tmp_path, photos_dir):
         assert isinstance(out[1][1], ConvlensError) and "missing.jpg" in str(out[1][1])
         assert out[2][1][0].name is None
         tau = g.decision_threshold()
-        assert (tau.value, tau.scorer) == (0.6, "distance") and m.threshold == tau.value
+        assert (tau.value, tau.scorer) == (g.threshold, "distance") and m.threshold == tau.value
         v = g.verify(photos_dir / "obama2.jpg", "obama")
         assert v.box == m.box and v.distance == pytest.approx(m.distance, abs=1e-6)
         with pytest.raises(ConvlensError, match="k must be"):

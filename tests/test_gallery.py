@@ -9,9 +9,10 @@ import pytest
 
 from convlens.errors import ConvlensError
 from convlens.faces import search
-from convlens.faces.gallery import DEFAULT_THRESHOLD, Gallery
+from convlens.faces.gallery import Gallery
 
 MODEL = "synthetic-test-encoder"
+TAU = 0.6  # a synthetic encoder ships no τ: the fixture sets one, as calibrate would
 
 
 def unit(rng, n, d=128):
@@ -27,6 +28,7 @@ def rng():
 @pytest.fixture
 def gallery(tmp_path):
     with Gallery(tmp_path / "g.db", model_id=MODEL) as g:
+        g.set_threshold(TAU, {"source": "test"})
         yield g
 
 
@@ -37,12 +39,12 @@ def test_enroll_identify_verify(gallery, rng):
     assert [p.name for p in gallery.people()] == [f"p{i}" for i in range(5)]
     query = people[3] + 0.01
     (match,) = gallery.identify_embeddings(query[None], k=3)
-    assert match.name == "p3" and match.threshold == DEFAULT_THRESHOLD
+    assert match.name == "p3" and match.threshold == TAU
     assert [c.name for c in match.candidates][0] == "p3" and len(match.candidates) == 3
     assert match.candidates[0].distance <= match.candidates[1].distance
     # a stranger: far from everyone (unit vectors are ~1.41 apart)
     (stranger,) = gallery.identify_embeddings(unit(rng, 1))
-    assert stranger.name is None and stranger.distance > DEFAULT_THRESHOLD
+    assert stranger.name is None and stranger.distance > TAU
     v = gallery.verify_embedding(query, "p3")
     assert v.match and v.distance == pytest.approx(np.linalg.norm(query - people[3]), abs=1e-5)
     assert not gallery.verify_embedding(query, "p1").match

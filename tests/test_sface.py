@@ -64,7 +64,7 @@ def real_faces(photos_dir):
     out = []
     for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
         image = load_image(photos_dir / name)
-        found, _ = faces.face_chips(image, landmarks=68)
+        found, _ = faces.face_chips(image, detector="hog", landmarks=68, aligner="dlib-5")
         out.append((name, image, found[0].landmarks))
     return out
 
@@ -108,7 +108,9 @@ def test_loads_strictly_with_its_model_id_and_registry_entry(model):
     assert entry.input.size == (112, 112) and "ArcFace" in entry.input.note
     assert entry.weights.path() == sface.default_weights()
     assert entry.weights.licence == "Apache-2.0"
-    assert dict(entry.extras) == {"chip_size": 112, "aligner": "arcface-5"}  # no threshold yet
+    extras = dict(entry.extras)
+    assert (extras["chip_size"], extras["aligner"], extras["normalize"]) == (112, "arcface-5", True)
+    assert extras["model_id"] == sface.MODEL_ID and extras["threshold_source"]["set"]
     assert "sface" in registry.names("inspectable")
 
 

@@ -137,3 +137,94 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.Pa
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# -- open-set identification (1:K with "nobody") --------------------------------------------
+
+
+@dataclass
+class OpenSetSplit:
+    """Indices into one labelled set: the gallery (one photo per enrolled person), mated probes
+    (enrolled people's other photos) and non-mated probes (every photo of everyone else)."""
+
+    gallery: np.ndarray
+    mated: np.ndarray
+    non_mated: np.ndarray
+
+
+def one_shot_split(labels: np.ndarray, enrolled: int | None = None, seed: int = 0) -> OpenSetSplit:
+    """Enrol `enrolled` people (default: half of all people), drawn with `seed` among those
+    with at least two photos, each from their first photo; probe everything else."""
+    labels = np.asarray(labels)
+    people, counts = np.unique(labels, return_counts=True)
+    eligible = people[counts >= 2]
+    n = len(people) // 2 if enrolled is None else int(enrolled)
+    if not 1 <= n <= len(eligible) or n == len(people):
+        raise ConvlensError(
+            f"cannot enrol {n} people: {len(eligible)} of {len(people)} have two photos or "
+            "more, and someone must stay out as a stranger"
+        )
+    chosen = set(np.random.default_rng(seed).choice(eligible, n, replace=False).tolist())
+    is_enrolled = np.array([label in chosen for label in labels])
+    _, first = np.unique(labels, return_index=True)
+    gallery = np.sort(first[is_enrolled[first]])
+    mated = np.setdiff1d(np.nonzero(is_enrolled)[0], gallery)
+    return OpenSetSplit(gallery, mated, np.nonzero(~is_enrolled)[0])
+
+
+def nearest(
+    embeddings: np.ndarray, labels: np.ndarray, gallery: np.ndarray, probes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each probe's distance to its nearest gallery embedding, and that embedding's label."""
+    x = np.asarray(embeddings, np.float64)
+    g, p = x[gallery], x[probes]
+    d2 = (p * p).sum(1)[:, None] + (g * g).sum(1)[None, :] - 2.0 * p @ g.T
+    k = np.argmin(d2, axis=1)
+    return np.sqrt(np.maximum(d2[np.arange(len(p)), k], 0.0)), np.asarray(labels)[gallery][k]
+
+
+def tau_at_fpir(non_mated: np.ndarray, fpir: float) -> float:
+    """The largest τ that names at most fpir of the strangers (nearest distances given)."""
+    d = np.sort(np.asarray(non_mated, np.float64))
+    allowed = int(np.floor(fpir * len(d) + 1e-9))
+    if allowed >= len(d):
+        return float("inf")
+    return float(np.nextafter(d[allowed], -np.inf))  # the (allowed+1)-th stranger is refused
+
+
+def open_set_report(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    split: OpenSetSplit,
+    fpirs: tuple[float, ...] = (1e-2, 1e-3),
+    taus: dict[str, float] | None = None,
+) -> dict:
+    """DIR (mated probes named correctly within τ) and FPIR (strangers given a name) at the τ
+    of each FPIR, and at each given τ (name -> value), as a JSON-ready dict. An FPIR below
+    1/strangers cannot be measured ("measurable": false)."""
+    labels = np.asarray(labels)
+    d_m, who = nearest(embeddings, labels, split.gallery, split.mated)
+    right = who == labels[split.mated]
+    d_n, _ = nearest(embeddings, labels, split.gallery, split.non_mated)
+
+    def at(tau: float) -> dict:
+        return {
+            "threshold": tau,
+            "dir": float(np.mean(right & (d_m <= tau))),
+            "fpir": float(np.mean(d_n <= tau)),
+        }
+
+    report = {
+        "enrolled": len(split.gallery),
+        "mated_probes": len(split.mated),
+        "non_mated_probes": len(split.non_mated),
+        "rank1": float(np.mean(right)),
+        "at_fpir": {},
+        "at_threshold": {name: at(t) for name, t in (taus or {}).items()},
+    }
+    for f in fpirs:
+        report["at_fpir"][f"{f:g}"] = {
+            **at(tau_at_fpir(d_n, f)),
+            "measurable": f * len(d_n) >= 1.0,
+        }
+    return report

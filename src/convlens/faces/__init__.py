@@ -1,8 +1,8 @@
 """Faces: detect, align and encode faces; verify and recognise them against a gallery.
 
     import convlens.faces as faces
-    found = faces.encode("photo.jpg")          # list[faces.Face], largest first
-    faces.distance(found[0], other)            # Euclidean; ~0.6 separates people
+    found = faces.encode("photo.jpg")          # list[faces.Face], largest first (SFace)
+    faces.distance(found[0], other)            # ≤ faces.encoder_extras()["threshold"]: same
     for path, result in faces.encode_many(paths, batch_size=64): ...
 
 Importing this package is cheap: torch, dlib and the models load on first use.
@@ -23,6 +23,7 @@ _LAZY = {
     "face_chips": "convlens.faces.pipeline",
     "embed_chips": "convlens.faces.pipeline",
     "resolve_model": "convlens.faces.pipeline",
+    "encoder_extras": "convlens.models.face_models",
     "align_faces": "convlens.faces.align",
     "Box": "convlens.faces.box",
     # gallery (verification / recognition)
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
         encode_many,
         face_chips,
     )
+    from convlens.models.face_models import encoder_extras  # noqa: F401
 
 
 def __getattr__(name: str):

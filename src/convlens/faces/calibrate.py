@@ -1,7 +1,13 @@
-"""Thresholds from data: encode a labelled folder, score every pair, read τ off the ROC.
+"""Thresholds from data: encode a labelled folder, score every pair, read τ off the ROC; and
+open-set figures with a one-shot protocol.
 
 A labelled folder has one subfolder per person (images anywhere below it). Every genuine pair
 is used; impostor pairs are all used up to `max_impostors`, sampled uniformly beyond.
+
+Open set (metrics.one_shot_split): half the people (those with two photos or more, drawn with
+a fixed seed) are enrolled from their first photo; their other photos are mated probes, every
+photo of the other half a stranger. DIR is the share of mated probes named correctly within
+τ, FPIR the share of strangers given a name; τ for an FPIR is read off the strangers.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from convlens.faces.detect import DEFAULT_DETECTOR
 from convlens.images import list_people
 
 FARS = (1e-2, 1e-3, 1e-4)
+FPIRS = (1e-2, 1e-3)
 MAX_IMPOSTORS = 5_000_000
 
 
@@ -122,6 +129,23 @@ def calibration_report(distances: np.ndarray, same: np.ndarray, fars=FARS) -> di
     return metrics.verification_report(distances, same, tuple(fars))
 
 
+def open_set(data: LabelledEmbeddings, fpirs=FPIRS, seed: int = 0) -> dict:
+    """One-shot open-set report (DIR and τ at each FPIR) of a labelled folder's embeddings."""
+    split = metrics.one_shot_split(data.labels, seed=seed)
+    return metrics.open_set_report(data.embeddings, data.labels, split, tuple(fpirs))
+
+
+def choose_open_set_threshold(report: dict, fpir: float) -> float:
+    """τ for a target FPIR, refusing one the strangers cannot measure."""
+    entry = report["at_fpir"][f"{fpir:g}"]
+    if not entry["measurable"]:
+        raise ConvlensError(
+            f"FPIR {fpir:g} needs at least {int(np.ceil(1 / fpir))} stranger photos; this "
+            f"folder gives {report['non_mated_probes']}: add people or choose a larger FPIR"
+        )
+    return float(entry["threshold"])
+
+
 def choose_threshold(report: dict, far: float) -> float:
     """τ for a target FAR, refusing one the data cannot measure (too few impostor pairs)."""
     key = f"{far:g}"
@@ -152,4 +176,17 @@ def format_report(report: dict, n_photos: int, n_people: int, failed: int) -> st
     for far, e in report["tar_at_far"].items():
         note = "" if e["measurable"] else "  (too few impostor pairs to measure)"
         lines.append(f"FAR {far}: TAR {e['tar']:.3%} at τ = {e['threshold']:.4f}{note}")
+    o = report.get("open_set")
+    if o:
+        lines.append(
+            f"open set, one-shot: {o['enrolled']} people enrolled from one photo, "
+            f"{o['mated_probes']} of their other photos, {o['non_mated_probes']} of strangers; "
+            f"rank-1 {o['rank1']:.3%}"
+        )
+        for f, e in o["at_fpir"].items():
+            note = "" if e["measurable"] else "  (too few strangers to measure)"
+            lines.append(
+                f"FPIR {f}: DIR {e['dir']:.3%} at τ = {e['threshold']:.4f} "
+                f"(strangers named {e['fpir']:.3%}){note}"
+            )
     return "\n".join(lines)

@@ -32,6 +32,13 @@ def register(sub) -> None:
         help="store τ for this false accept rate (0 < FAR < 1) in the gallery",
     )
     p.add_argument(
+        "--fpir",
+        type=opt.float_range(0, 1, lo_open=True, hi_open=True),
+        default=None,
+        help="store τ for this open-set false positive identification rate (share of "
+        "strangers given a name, 0 < FPIR < 1; one-shot protocol) in the gallery",
+    )
+    p.add_argument(
         "--plot",
         type=_plot_file,
         default=Path("roc.png"),
@@ -86,8 +93,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from convlens import metrics
     from convlens.faces import calibrate
 
-    if args.far is not None and args.verifier is not None:
-        opt.usage_error(None, "--far stores a distance threshold; drop --verifier to set it")
+    if args.far is not None and args.fpir is not None:
+        opt.usage_error(None, "--far and --fpir each store a τ: choose one")
+    if (args.far is not None or args.fpir is not None) and args.verifier is not None:
+        opt.usage_error(None, "--far/--fpir store a distance threshold; drop --verifier")
     opt.check_outputs([args.plot], [args.folder])
     scorer = None
     if args.verifier is not None:
@@ -108,8 +117,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     report["photos"] = len(data.labels)
     report["people"] = int(len(set(data.labels.tolist())))
     report["without_face"] = [str(p) for p, _ in data.failed]
-    # Refuse an unmeasurable FAR before writing anything.
+    if scorer is None:  # open set scores by distance to the nearest enrolled photo
+        fpirs = calibrate.FPIRS if args.fpir is None else (*calibrate.FPIRS, args.fpir)
+        report["open_set"] = calibrate.open_set(data, fpirs)
+    # Refuse an unmeasurable FAR or FPIR before writing anything.
     tau = calibrate.choose_threshold(report, args.far) if args.far is not None else None
+    if args.fpir is not None:
+        tau = calibrate.choose_open_set_threshold(report["open_set"], args.fpir)
     if args.plot:
         label = "verifier 1 − p" if scorer is not None else "Euclidean distance"
         metrics.plot_roc({label: (d, same)}, args.plot)
@@ -125,21 +139,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _store_threshold(args, report: dict, data, tau: float) -> None:
-    entry = report["tar_at_far"][f"{args.far:g}"]
+    info = {
+        "source": f"calibrated on {args.folder}",
+        "model_id": data.model_id,
+        "genuine_pairs": report["genuine_pairs"],
+        "impostor_pairs": report["impostor_pairs"],
+    }
+    if args.far is not None:
+        entry = report["tar_at_far"][f"{args.far:g}"]
+        info.update(far=args.far, tar=entry["tar"])
+        what = f"FAR {args.far:g}, TAR {entry['tar']:.3%}"
+    else:
+        o = report["open_set"]
+        entry = o["at_fpir"][f"{args.fpir:g}"]
+        info.update(fpir=args.fpir, dir=entry["dir"], protocol="one-shot open set",
+                    enrolled=o["enrolled"], non_mated_probes=o["non_mated_probes"])  # fmt: skip
+        what = f"FPIR {args.fpir:g}, DIR {entry['dir']:.3%}"
     with open_gallery(args, create=True) as g:
-        g.set_threshold(
-            tau,
-            {
-                "source": f"calibrated on {args.folder}",
-                "far": args.far,
-                "tar": entry["tar"],
-                "model_id": data.model_id,
-                "genuine_pairs": report["genuine_pairs"],
-                "impostor_pairs": report["impostor_pairs"],
-            },
-        )
+        g.set_threshold(tau, info)
         if not args.json:
-            print(f"stored τ = {tau:.4f} (FAR {args.far:g}, TAR {entry['tar']:.3%}) in {g.path}")
+            print(f"stored τ = {tau:.4f} ({what}) in {g.path}")
 
 
 def cmd_train_verifier(args: argparse.Namespace) -> int:

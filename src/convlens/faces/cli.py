@@ -116,7 +116,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     model_file = args.model if args.model and registry.looks_like_path(args.model) else None
     opt.check_outputs([args.output], [model_file])
     model = faces.resolve_model(args.model, args.device)
-    export_onnx(model, args.output)
+    export_onnx(model, args.output, chip_size=faces.encoder_extras(model)["chip_size"])
     if args.json:
         emit({"output": str(args.output), "model_id": str(getattr(model, "model_id", ""))})
     else:

@@ -42,8 +42,8 @@ def add_encoder(p: argparse.ArgumentParser, batch: bool = False) -> None:
         "--detector",
         choices=DETECTORS,
         default=DEFAULT_DETECTOR,
-        help=f"hog (fast), cnn (dlib MMOD, slower on CPU) or auto (default {DEFAULT_DETECTOR}: "
-        "HOG, then more upsampling, then the CNN)",
+        help=f"yunet (OpenCV Zoo's YuNet, 5 landmarks), hog, cnn (dlib MMOD, slow on CPU) "
+        f"or auto (HOG, then more upsampling, then the CNN); default {DEFAULT_DETECTOR}",
     )
     p.add_argument(
         "--upsample",

@@ -1,10 +1,12 @@
-"""Face detection and landmarks with dlib: HOG (default), MMOD CNN, or an "auto" chain.
+"""Face detection and landmarks: dlib's HOG and MMOD CNN, an "auto" chain, or YuNet.
 
 Boxes are `Box(x0, y0, x1, y1)` in pixels, x1/y1 exclusive (width = x1 - x0), clipped to
 the image (faces/box.py); each detection keeps dlib's unclipped rectangle for the landmark
-predictor. dlib models are loaded once per thread: dlib's detectors keep scratch state (not
-thread-safe) but release the GIL, so a thread pool detects in parallel, each thread with its
-own copy.
+predictor. dlib models are used by one thread at a time: dlib's detectors keep scratch state
+(not thread-safe) but release the GIL, so a thread pool detects in parallel, each thread with
+its own copy. A thread's copies go back to an idle pool when the thread ends, so the next
+thread (each `faces.encode` call runs in a new one) reuses them instead of reading the model
+files again (~0.7 s). YuNet (faces/yunet.py) also gives five landmarks per face.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import numpy as np
 from convlens.errors import ConvlensError
 from convlens.faces.box import Box
 
-DETECTORS = ("hog", "cnn", "auto")
-# The one default for every caller (encode, gallery, calibrate, training, inspect): HOG first,
-# more upsampling and then the CNN only when HOG finds nothing, so photos with a findable
-# face cost what HOG costs (benchmarks/results/orl_accuracy.md: 400/400 ORL faces found
-# instead of 394 with HOG alone).
-DEFAULT_DETECTOR = "auto"
+DETECTORS = ("hog", "cnn", "auto", "yunet")
+# The one default for every caller (encode, gallery, calibrate, training, inspect): YuNet,
+# several times faster than HOG on photos, finding as many faces as HOG's "auto" chain on ORL
+# (400/400) and the shared photos, with the five points SFace's chips need
+# (benchmarks/faces_speed.py, benchmarks/face_embeddings.py; docs/faces/README.md).
+DEFAULT_DETECTOR = "yunet"
 # Each upsampling doubles both sides: at 3 a 1080p photo is searched at 15360x8640 (about
 # 400 MB of RGB plus HOG features per thread); at 4 it would be 1.6 GB, beyond reason.
 MAX_UPSAMPLE = 3
@@ -43,16 +45,34 @@ CNN_MAX_PIXELS = 1_000_000
 HOG_MAX_PIXELS = 48_000_000
 _LOCK = threading.Lock()
 _LOCAL = threading.local()
+_IDLE: dict[tuple, list] = {}  # models whose thread has ended, by (maker, args)
+BUILT: dict[str, int] = {}  # how many of each model were built (tests watch it)
+
+
+class _ThreadModels(dict):
+    """One thread's models; when the thread ends they go back to the idle pool."""
+
+    def __del__(self) -> None:
+        # No lock here: this may run in any thread, at any time; list.append is atomic.
+        for key, obj in self.items():
+            _IDLE.setdefault(key, []).append(obj)
 
 
 def _per_thread(make):
-    """Cache make()'s result once per thread (dlib's detectors are not thread-safe)."""
+    """make(*args)'s result for this thread: its own, an idle one, or a new one."""
 
     def get(*args):
-        cache = _LOCAL.__dict__.setdefault(make.__name__, {})
-        if args not in cache:
-            cache[args] = make(*args)
-        return cache[args]
+        cache = _LOCAL.__dict__.get("models")
+        if cache is None:
+            cache = _LOCAL.__dict__["models"] = _ThreadModels()
+        key = (make.__name__, *args)
+        if key not in cache:
+            try:
+                cache[key] = _IDLE.get(key, []).pop()
+            except IndexError:
+                cache[key] = make(*args)
+                BUILT[make.__name__] = BUILT.get(make.__name__, 0) + 1
+        return cache[key]
 
     get.__name__ = make.__name__
     get.__doc__ = make.__doc__
@@ -63,7 +83,8 @@ def _per_thread(make):
 class Detection:
     rect: tuple[int, int, int, int]  # dlib's rectangle: left, top, right, bottom (inclusive)
     score: float
-    source: str  # "hog", "cnn" or "whole-image"
+    source: str  # "hog", "cnn", "yunet" or "whole-image"
+    points: np.ndarray | None = None  # YuNet's five landmarks (5, 2), ArcFace order
 
     def box(self, width: int, height: int) -> Box:
         """The detection as a Box clipped to a width x height image."""
@@ -191,6 +212,18 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _yunet(image: np.ndarray, upsample: int) -> list[Detection]:
+    from convlens.faces import yunet
+
+    ((boxes, scores, points),) = yunet.detect_many([image], upsample)
+    # dlib rectangles are inclusive; YuNet's x1/y1 are exclusive edges.
+    rects = np.floor(boxes + 0.5).astype(np.int64) - np.array([0, 0, 1, 1])
+    return [
+        Detection(tuple(int(v) for v in r), float(s), "yunet", p.astype(np.float32))
+        for r, s, p in zip(rects, scores, points, strict=True)
+    ]
+
+
 def check_options(detector: str, upsample: int) -> None:
     """Refuse an unknown detector or an upsampling outside 0..MAX_UPSAMPLE."""
     if detector not in DETECTORS:
@@ -212,9 +245,10 @@ def detect(
     """Faces in an RGB uint8 image, largest first.
 
     detector: "hog" (dlib's HOG + linear SVM; fast, frontal), "cnn" (dlib's MMOD CNN; slower
-    on CPU, finds more poses), or "auto": HOG at `upsample`, then HOG at the other
-    upsamplings from 0 to `max_upsample` (small faces, e.g. ORL's 92x112 photos), then the
-    CNN at `upsample`.
+    on CPU, finds more poses), "yunet" (OpenCV Zoo's YuNet, in torch: fast, small faces,
+    five landmarks; searched again at 2x.. 2**upsample only when nothing is found) or "auto":
+    HOG at `upsample`, then HOG at the other upsamplings from 0 to `max_upsample` (small
+    faces, e.g. ORL's 92x112 photos), then the CNN at `upsample`.
     whole_image_fallback: when nothing is found, treat the whole image as one face (for
     photos that are already face crops).
     """
@@ -224,6 +258,8 @@ def detect(
         found = _hog(image, upsample, adjust_threshold)
     elif detector == "cnn":
         found = _cnn(image, upsample)
+    elif detector == "yunet":
+        found = _yunet(image, upsample)
     else:
         # HOG at the asked upsampling, then the other levels up to max_upsample (higher
         # first: smaller faces; then lower: HOG is not monotonic in upsampling), then the CNN.

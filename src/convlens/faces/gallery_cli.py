@@ -122,6 +122,8 @@ def cmd_identify(args) -> int:
         if not g.people():
             raise ConvlensError(f"{g.path}: the gallery is empty; enrol someone first")
         tau = g.decision_threshold()
+        if not args.json and not tau.calibrated:
+            print(f"note: {_tau_note(g.threshold_info)}", file=sys.stderr)
         photos = photo_arguments(args.photos)
         stream = g.identify_many(
             photos,
@@ -139,7 +141,15 @@ def cmd_identify(args) -> int:
                 continue
             if args.json:
                 faces = [m.to_json() for m in result]
-                emit({"path": str(path), "faces": faces, "threshold": tau.value, "error": None})
+                emit(
+                    {
+                        "path": str(path),
+                        "faces": faces,
+                        "threshold": tau.value,
+                        "calibrated": tau.calibrated,
+                        "error": None,
+                    }
+                )
             else:
                 print(_describe(path, result), flush=True)
     return 1 if failures else 0
@@ -155,6 +165,9 @@ def _describe(path, matches) -> str:
             head = f"{m.name} ({m.distance:.3f} ≤ τ {m.threshold:.3f})"
         elif m.distance is None:
             head = "unknown (empty gallery)"
+        elif m.threshold is None:
+            head = f"unknown (uncalibrated: no τ; nearest {m.candidates[0].name} at "
+            head += f"{m.distance:.3f})"
         else:
             head = f"unknown (nearest {m.candidates[0].name} at {m.distance:.3f} > τ "
             head += f"{m.threshold:.3f})"
@@ -164,6 +177,18 @@ def _describe(path, matches) -> str:
     return f"{path}: " + " | ".join(parts)
 
 
+def _tau_note(info: dict) -> str:
+    """One line on where τ comes from, for output that must say when it is not calibrated."""
+    if info["threshold"] is None:
+        return f"uncalibrated: {info['source']}"
+    if info.get("calibrated"):
+        return f"τ {info['threshold']:.4f} calibrated ({info.get('source', 'set by hand')})"
+    where = ", ".join(f"{k} {info[k]}" for k in ("set", "fpir", "far") if k in info)
+    return f"τ {info['threshold']:.4f}: uncalibrated gallery, {info['source']}" + (
+        f" ({where})" if where else ""
+    )
+
+
 def cmd_verify(args) -> int:
     if args.live is not None:
         return video_cli.cmd_verify_live(args)
@@ -171,6 +196,7 @@ def cmd_verify(args) -> int:
         raise ConvlensError("give a PHOTO, or --live SOURCE for a video")
     with open_gallery(args) as g:
         v = g.verify(args.photo, args.name)
+        note = _tau_note(g.threshold_info) if v.scorer == "distance" else ""
     if args.json:
         emit(
             {
@@ -180,17 +206,23 @@ def cmd_verify(args) -> int:
                 "distance": v.distance,
                 "threshold": v.threshold,
                 "scorer": v.scorer,
+                "calibrated": v.calibrated,
                 "box": list(v.box) if v.box else None,
+                "faces": v.faces,
             }
         )
     else:
         rel = "≤" if v.match else ">"
         verdict = "match" if v.match else "no match"
         score = "distance" if v.scorer == "distance" else "1 − p(same)"
+        box = ",".join(str(c) for c in v.box) if v.box else "?"
+        faces = f"{v.faces} faces compared, closest [{box}]" if v.faces > 1 else f"face [{box}]"
         print(
             f"{args.photo}: {verdict} for {v.name} ({score} {v.distance:.3f} {rel} τ "
-            f"{v.threshold:.3f})"
+            f"{v.threshold:.3f}; {faces})"
         )
+        if not v.calibrated:
+            print(f"note: {note}", file=sys.stderr)
     return 0 if v.match else 1
 
 
@@ -210,10 +242,8 @@ def cmd_people(args) -> int:
                 }
             )
             return 0
-        print(
-            f"{g.path}: {len(people)} people, encoder {g.model_id or '(none yet)'}, "
-            f"τ {info['threshold']:.4f} ({info.get('source', 'calibrated')})"
-        )
+        print(f"{g.path}: {len(people)} people, encoder {g.model_id or '(none yet)'}")
+        print(f"  {_tau_note(info)}")
         for p in people:
             print(f"  {p.name}\t{p.photos} photo(s)\tsince {p.created}")
     return 0

@@ -53,8 +53,8 @@ class Face:
 
 
 def distance(a, b) -> np.ndarray | float:
-    """Euclidean distance between embeddings (or Faces); ~0.6 separates people for dlib's
-    encoder. Broadcasts: (D,) vs (N, D) gives (N,)."""
+    """Euclidean distance between embeddings (or Faces); each encoder ships the τ that
+    separates people (registry extras "threshold"). Broadcasts: (D,) vs (N, D) gives (N,)."""
     a = a.embedding if isinstance(a, Face) else a
     b = b.embedding if isinstance(b, Face) else b
     if a is None or b is None:
@@ -70,11 +70,12 @@ _MODELS_LOCK = threading.Lock()
 
 
 def resolve_model(model=None, device=None):
-    """A face encoder module on `device`: None (dlib ResNet), a file path, or a module."""
+    """A face encoder module on `device`: None (DEFAULT_ENCODER), a registry name (`convlens
+    models`), a file path, or a module."""
     import torch
 
     from convlens.models.devices import resolve_device
-    from convlens.models.face_models import load_face_model
+    from convlens.models.face_models import DEFAULT_ENCODER, load_face_model
 
     if isinstance(model, torch.nn.Module):
         if device is not None:
@@ -82,7 +83,8 @@ def resolve_model(model=None, device=None):
         return model.eval()
 
     dev = resolve_device(device)
-    key = (None if model is None else os.fspath(model), str(dev))
+    model = DEFAULT_ENCODER if model is None else model
+    key = (os.fspath(model), str(dev))
     with _MODELS_LOCK:
         if key not in _MODELS:
             _MODELS[key] = load_face_model(model).to(dev).eval()
@@ -116,12 +118,15 @@ def embed_chips(
     device=None,
     seed: int = 0,
 ) -> np.ndarray:
-    """Embeddings (N, D) float32 of aligned uint8 chips (N, 150, 150, 3).
+    """Embeddings (N, D) float32 of aligned uint8 chips (N, S, S, 3), S the encoder's chip
+    size (150 for dlib's ResNet, 112 for SFace); unit length for encoders compared by cosine.
 
     flip: average with the mirrored chip's embedding. jitter: average the embeddings of N
     randomly jittered copies instead (dlib's num_jitters; seeded, so repeatable).
     """
     import torch
+
+    from convlens.models.face_models import encoder_extras
 
     net = resolve_model(model, device)
     chips = np.asarray(chips)
@@ -151,7 +156,10 @@ def embed_chips(
     if not out:
         dim = getattr(net, "embedding_dim", 128)
         return np.zeros((0, dim), np.float32)
-    return np.concatenate(out).astype(np.float32, copy=False)
+    embs = np.concatenate(out).astype(np.float32, copy=False)
+    if encoder_extras(net)["normalize"]:  # compared by cosine: unit length, then Euclidean
+        embs /= np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
+    return embs
 
 
 # -- detection + alignment -----------------------------------------------------------------
@@ -186,6 +194,7 @@ def _find(
     landmarks: int,
     whole_image_fallback: bool,
     min_face: float | None = None,
+    aligner: str = "dlib-5",
 ) -> tuple[list[Face], list[np.ndarray]]:
     h, w = image.shape[:2]
     # The plan sizes HOG's window; "auto" starts with HOG, so it follows the same plan.
@@ -200,12 +209,29 @@ def _find(
         dets = _detect.detect(image, detector, up)
     if not dets and whole_image_fallback:
         dets = [_detect.whole_image(image.shape)]
-    shapes = _detect.landmarks(image, dets, landmarks)
+    if aligner == "arcface-5":
+        shapes = _five_points(image, dets)
+    else:
+        shapes = _detect.landmarks(image, dets, landmarks)
     faces = [
         Face(d.box(w, h), pts, d.score, None, d.source, d.rect)
         for d, pts in zip(dets, shapes, strict=True)
     ]
     return faces, shapes
+
+
+def _five_points(image: np.ndarray, dets: list) -> list[np.ndarray]:
+    """ArcFace's five points per detection: the detector's own (YuNet), else dlib's 68 mapped."""
+    from convlens.faces.align_arcface import five_points_from_dlib68
+
+    need = [d for d in dets if d.points is None]
+    dlib68 = iter(_detect.landmarks(image, need, 68))
+    return [
+        d.points
+        if d.points is not None
+        else five_points_from_dlib68(next(dlib68)).astype(np.float32)
+        for d in dets
+    ]
 
 
 def face_chips(
@@ -215,18 +241,33 @@ def face_chips(
     landmarks: int = 5,
     whole_image_fallback: bool = False,
     min_face: float | None = None,
+    aligner: str | None = None,
 ) -> tuple[list[Face], np.ndarray]:
-    """Faces (embedding None), largest first, and their aligned chips uint8 (N, 150, 150, 3).
+    """Faces (embedding None), largest first, and their aligned chips uint8 (N, S, S, 3).
 
-    detector "hog" | "cnn" | "auto" and upsample: see convlens.faces.detect.detect.
-    landmarks: 5 or 68 (dlib's shape predictors). whole_image_fallback: when no face is
+    detector "hog" | "cnn" | "auto" | "yunet" and upsample: see convlens.faces.detect.detect.
+    aligner: "dlib-5" (dlib's 150x150 chips from `landmarks`, 5 or 68 dlib points) or
+    "arcface-5" (112x112 ArcFace chips from YuNet's five points, or dlib's 68 mapped to five;
+    Face.landmarks are then those five); None: the default encoder's (DEFAULT_ENCODER), so
+    embed_chips(face_chips(photo)[1]) works with defaults. whole_image_fallback: when no face is
     found, use the whole image (already-cropped faces). min_face: with HOG, detect at the
     lowest resolution that still finds faces this fraction of the shorter side (e.g. 0.1:
     much faster on big photos); None keeps dlib's full resolution.
     """
+    from convlens.models.face_models import ALIGNERS, encoder_extras
+
+    aligner = encoder_extras(None)["aligner"] if aligner is None else aligner
+    if aligner not in ALIGNERS:
+        raise ConvlensError(f"unknown aligner {aligner!r}; choose one of {', '.join(ALIGNERS)}")
     img = load_image(image)
-    faces, shapes = _find(img, detector, upsample, landmarks, whole_image_fallback, min_face)
-    return faces, _align.align_image(img, shapes)
+    found, shapes = _find(
+        img, detector, upsample, landmarks, whole_image_fallback, min_face, aligner
+    )
+    if aligner == "arcface-5":
+        from convlens.faces.align_arcface import align_image as arcface_chips
+
+        return found, arcface_chips(img, shapes)
+    return found, _align.align_image(img, shapes)
 
 
 def encode(
@@ -243,7 +284,8 @@ def encode(
 ) -> list[Face]:
     """Every face in one photo (path, PIL image or RGB array), largest first, encoded.
 
-    model: None (dlib's ResNet), an encoder file, or a loaded module; device: torch device
+    model: None (DEFAULT_ENCODER), a registry name ("sface"), an encoder file or a loaded
+    module; device: torch device
     (default CUDA when available). flip: also encode the mirrored chip and average. jitter:
     average N randomly jittered chips (dlib's num_jitters). Other options: see face_chips.
     """
@@ -282,10 +324,17 @@ def photo_items(photos) -> list:
 
 
 def check_encode_options(
-    batch_size: int, detector: str, upsample: int, jitter: int, min_face: float | None
+    batch_size: int,
+    detector: str,
+    upsample: int,
+    jitter: int,
+    min_face: float | None,
+    landmarks: int = 5,
 ) -> None:
     """Refuse bad options once, before any photo is read (not once per photo)."""
     _detect.check_options(detector, upsample)
+    if landmarks not in (5, 68):
+        raise ConvlensError(f"landmarks must be 5 or 68, not {landmarks!r}")
     if isinstance(batch_size, bool) or not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
         raise ConvlensError(f"batch size must be 1..{MAX_BATCH_SIZE}, not {batch_size!r}")
     if not 0 <= int(jitter) <= MAX_JITTER:
@@ -315,7 +364,7 @@ def encode_many(
     count); chips are encoded `batch_size` at a time across photos. Bad options raise
     ConvlensError here, before any photo is read.
     """
-    check_encode_options(batch_size, detector, upsample, jitter, min_face)
+    check_encode_options(batch_size, detector, upsample, jitter, min_face, landmarks)
     items = photo_items(paths)
     return _encode_stream(
         items, batch_size, detector, upsample, landmarks, model, device, flip, jitter,
@@ -338,12 +387,20 @@ def _encode_stream(
     workers: int | None,
     progress: bool,
 ) -> Iterator[tuple[ImageInput, list[Face] | ConvlensError]]:
+    from convlens.models.face_models import encoder_extras
+    from convlens.models.registry import looks_like_path
+
+    if isinstance(model, str | os.PathLike) and looks_like_path(str(model)):
+        model = resolve_model(model, device)  # a model file: its architecture names the aligner
+    aligner = encoder_extras(model)["aligner"]
     net = None
     workers = workers or min(8, os.cpu_count() or 1)
 
     def prepare(item):
         try:
-            return face_chips(item, detector, upsample, landmarks, whole_image_fallback, min_face)
+            return face_chips(
+                item, detector, upsample, landmarks, whole_image_fallback, min_face, aligner
+            )
         except Exception as e:  # noqa: BLE001 - one bad photo must not end the batch
             return item_error(item, e)
 

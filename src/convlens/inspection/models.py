@@ -37,7 +37,7 @@ def face_views(
     from convlens.faces import face_chips
 
     kwargs = {} if upsample is None else {"upsample": upsample}
-    _, chips = face_chips(image, detector=detector, **kwargs)
+    _, chips = face_chips(image, detector=detector, aligner="dlib-5", **kwargs)
     if len(chips):
         return list(chips)
     return [fit_image(image, FACE_FORMAT.size)]

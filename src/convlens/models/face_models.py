@@ -5,21 +5,28 @@ A convlens model file is a torch.save'd dict:
      "state_dict": {...}, "model_id": "..."}
 `arch` names a face encoder in the model registry, built as entry.build(**config).
 
-Every face encoder is an nn.Module taking float RGB chips (N, 3, 150, 150) with values 0..255
-and returning (N, D) embeddings, and has a `model_id: str` attribute. Galleries store the
+Every face encoder is an nn.Module taking float RGB chips (N, 3, S, S) with values 0..255 (S
+from its registry entry: 150 for dlib's ResNet, 112 for SFace) and returning (N, D)
+embeddings, and has a `model_id: str` attribute. Galleries store the
 model_id and refuse to mix encoders.
 """
 
 from __future__ import annotations
 
 import os
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from convlens.errors import ConvlensError
 from convlens.models.files import load_torch_file, save_torch_file
 
+if TYPE_CHECKING:  # torch loads on first use: `import convlens.faces` stays cheap
+    from torch import nn
+
 FORMAT = "convlens-face-model"
+# The encoder `faces.encode` and new galleries use when none is named: SFace, measured better
+# than dlib's ResNet on ORL and LFW, pairs and open set (docs/faces/README.md). Galleries
+# built with dlib's encoder keep it (their model_id names it).
+DEFAULT_ENCODER = "sface"
 
 
 def build_architecture(arch: str, config: dict) -> nn.Module:
@@ -46,13 +53,14 @@ def save_face_model(model: nn.Module, path: str | os.PathLike, arch: str, config
 
 
 def load_face_model(path: str | os.PathLike | None = None) -> nn.Module:
-    """The default pretrained encoder (path=None), a registry name (`convlens models`), a dlib
-    .dat file, or a convlens .pt file."""
+    """The default pretrained encoder (path=None: DEFAULT_ENCODER), a registry name (`convlens
+    models`), a dlib .dat file, or a convlens .pt file."""
     from convlens.models import registry
 
+    path = DEFAULT_ENCODER if path is None else path
     if isinstance(path, str) and not registry.looks_like_path(path):
         return registry.get(path, task="face-encoder").load()
-    if path is None or str(path).endswith(".dat"):
+    if str(path).endswith(".dat"):
         from convlens.models.dlib_resnet import load_dlib_face_resnet
 
         return load_dlib_face_resnet(path)
@@ -61,3 +69,33 @@ def load_face_model(path: str | os.PathLike | None = None) -> nn.Module:
     model.load_state_dict(payload["state_dict"], strict=True)
     model.model_id = payload["model_id"]
     return model.eval()
+
+
+ALIGNERS = ("dlib-5", "arcface-5")
+
+
+def encoder_entry(model=None):
+    """The registry entry of a face encoder given as None (the default), a registry name or a
+    loaded module; None for a model file or a module no entry builds (trained encoders)."""
+    import torch
+
+    from convlens.models import registry
+
+    if model is None:
+        return registry.get(DEFAULT_ENCODER, task="face-encoder")
+    if isinstance(model, str) and not registry.looks_like_path(model):
+        return registry.get(model, task="face-encoder")
+    if isinstance(model, torch.nn.Module):
+        for entry in registry.entries("face-encoder"):
+            if entry.build is type(model):
+                return entry
+    return None
+
+
+def encoder_extras(model=None) -> dict:
+    """How chips are made for an encoder and what its embeddings mean, from its registry
+    entry: aligner ("dlib-5" by default, "arcface-5"), chip_size (150 by default, 112 for
+    ArcFace chips), normalize (L2)."""
+    entry = encoder_entry(model)
+    extras = dict(entry.extras) if entry is not None else {}
+    return {"aligner": "dlib-5", "chip_size": 150, "normalize": False, **extras}

@@ -50,7 +50,8 @@ class OnnxGraph:
     constants: dict[str, np.ndarray]
     input_name: str
     input_shape: tuple
-    output_name: str
+    output_name: str  # the first (or only) output
+    output_names: tuple[str, ...] = ()  # every output, in graph order
 
     def constant(self, node: OnnxNode, index: int) -> np.ndarray:
         """The constant feeding input `index` of `node`, or an error naming the node."""
@@ -112,11 +113,14 @@ def _fold(op: str, attrs: dict, args: list[np.ndarray | None]) -> np.ndarray:
     )
 
 
-def read_onnx_graph(path: str | os.PathLike, max_inputs: int = 1) -> OnnxGraph:
+def read_onnx_graph(
+    path: str | os.PathLike, max_inputs: int = 1, max_outputs: int = 1
+) -> OnnxGraph:
     """The compute nodes and folded float32 weights of an ONNX model file.
 
-    Raises OSError when the file cannot be read and OnnxGraphError when it is not a single
-    output ONNX graph with 1 to `max_inputs` inputs (input_name/input_shape: the first).
+    Raises OSError when the file cannot be read and OnnxGraphError when it does not have 1 to
+    `max_inputs` inputs (input_name/input_shape: the first; a transformer conditioned on a style
+    vector has two) and 1 to `max_outputs` outputs (a detector has several heads).
     """
     import onnx
     from onnx import numpy_helper
@@ -139,35 +143,55 @@ def read_onnx_graph(path: str | os.PathLike, max_inputs: int = 1) -> OnnxGraph:
     # Old exporters list weights (even ones no node reads any more) as graph inputs too.
     used = {name for node in nodes for name in node.inputs}
     real_inputs = [i for i in graph.input if i.name not in values and i.name in used]
-    if not 1 <= len(real_inputs) <= max_inputs or len(graph.output) != 1:
+    if not 1 <= len(real_inputs) <= max_inputs or not 1 <= len(graph.output) <= max_outputs:
         raise OnnxGraphError(
-            f"expected one input and one output, found {len(real_inputs)} and {len(graph.output)}"
+            f"expected at most {max_inputs} input(s) and {max_outputs} output(s), found "
+            f"{len(real_inputs)} and {len(graph.output)}"
         )
     dims = real_inputs[0].type.tensor_type.shape.dim
     shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims)
     constants = {k: np.asarray(v, np.float32) for k, v in values.items() if v.dtype.kind == "f"}
-    return OnnxGraph(nodes, constants, real_inputs[0].name, shape, graph.output[0].name)
+    outputs = tuple(o.name for o in graph.output)
+    return OnnxGraph(nodes, constants, real_inputs[0].name, shape, outputs[0], outputs)
 
 
-def runnable_copy(src: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
+def runnable_copy(
+    src: str | os.PathLike, dest_dir: str | os.PathLike, any_size: bool = False
+) -> Path:
     """A copy of `src` that onnxruntime loads, with a dynamic batch axis; returns its path.
 
     Graph inputs that are initialisers or that no node reads (weights listed as inputs by
     old exporters) are removed, and the first dimension of the input and output becomes "batch".
+    A blocked DequantizeLinear whose one block covers the whole tensor (YuNet's biases) becomes
+    per-tensor (scalar scale), the same arithmetic; onnxruntime refuses it as it is.
+    any_size: the input's height and width and the outputs' second axis become dynamic too
+    (a fully convolutional detector; its outputs are (1, cells, C)).
     """
     import onnx
 
     model = onnx.load(os.fspath(src))
     graph = model.graph
     weights = {i.name for i in graph.initializer}
+    inits = {i.name: i for i in graph.initializer}
     used = {name for node in graph.node for name in node.input}
     keep = [i for i in graph.input if i.name not in weights and i.name in used]
     del graph.input[:]
     graph.input.extend(keep)
+    for node in graph.node:
+        scale = inits.get(node.input[1]) if node.op_type == "DequantizeLinear" else None
+        if scale is not None and int(np.prod(scale.dims)) == 1:
+            kept = [a for a in node.attribute if a.name not in ("block_size", "axis")]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+            for name in node.input[1:]:  # a scalar scale (and zero point): per tensor
+                del inits[name].dims[:]
     for value in (*graph.input, *graph.output):
         dims = value.type.tensor_type.shape.dim
-        if len(dims):
+        if len(dims) and not any_size:
             dims[0].dim_param = "batch"
+        elif any_size:
+            for axis in (2, 3) if value in graph.input else (1,):
+                dims[axis].dim_param = f"d{axis}"
     dest = Path(dest_dir) / Path(src).name
     onnx.save(model, os.fspath(dest))
     return dest

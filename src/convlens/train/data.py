@@ -117,7 +117,10 @@ def pipeline_chipper(detector: str = DEFAULT_DETECTOR, upsample: int = 1) -> Chi
             image = load_image(path)
         except ConvlensError as e:
             return 0, None, f"unreadable ({str(e).split(': ', 1)[-1]})"
-        found, chips = faces.face_chips(image, detector=detector, upsample=upsample)
+        # dlib's 150x150 chips: what the trainable encoders (dlib ResNet, SmallConvNet) take.
+        found, chips = faces.face_chips(
+            image, detector=detector, upsample=upsample, aligner="dlib-5"
+        )
         if len(found) == 0:
             return 0, None, "no face found"
         return len(found), np.asarray(chips[0]), ""  # faces come largest first

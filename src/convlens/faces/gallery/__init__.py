@@ -25,7 +25,6 @@ from convlens.faces.gallery import postgres as _postgres
 from convlens.faces.gallery.enrolment import EnrollResult, file_hash
 from convlens.faces.gallery.index import GalleryIndex
 from convlens.faces.gallery.policy import (
-    DEFAULT_THRESHOLD,
     Candidate,
     DecisionThreshold,
     FaceMatch,
@@ -43,7 +42,6 @@ from convlens.faces.gallery.storage import GalleryStore, Person, Photo
 
 __all__ = [
     "APPLICATION_ID",
-    "DEFAULT_THRESHOLD",
     "SCHEMA_VERSION",
     "Candidate",
     "DamagedRow",
@@ -59,6 +57,17 @@ __all__ = [
     "Verdict",
     "check_gallery_file",
 ]
+
+
+def _registered_encoder(model_id: str | None) -> str | None:
+    """The registry name of the encoder that makes `model_id` embeddings (None: the default),
+    so a gallery opened without naming one keeps the encoder it was built with."""
+    from convlens.models import registry
+
+    for entry in registry.entries("face-encoder"):
+        if model_id is not None and entry.extras.get("model_id") == model_id:
+            return entry.name
+    return None
 
 
 def _label(photo) -> str:
@@ -105,7 +114,9 @@ class Gallery:
             self._store = GalleryStore(path, create=create, busy_timeout=busy_timeout)
             self._index = GalleryIndex(self._store)
         self.path = self._store.path
-        self._policy = ThresholdPolicy(self._store, verifier)
+        self._policy = ThresholdPolicy(
+            self._store, verifier, lambda: self._store.model_id or self._model_id
+        )
         if self._model_id is not None:
             try:
                 self._store.check_model(self._model_id)
@@ -143,13 +154,19 @@ class Gallery:
     # -- threshold -------------------------------------------------------------------------------
 
     @property
-    def threshold(self) -> float:
-        """τ for raw distances: calibrated if `set_threshold` stored one, else 0.6."""
+    def threshold(self) -> float | None:
+        """τ for raw distances: calibrated if `set_threshold` stored one, else the encoder's
+        shipped default, else None (uncalibrated: identify names nobody)."""
         return self._policy.threshold
 
     @property
+    def calibrated(self) -> bool:
+        """Whether `set_threshold` (calibrate) stored this gallery's own τ."""
+        return self._policy.calibrated
+
+    @property
     def threshold_info(self) -> dict:
-        """The stored τ's provenance (source, FAR, TAR, ...) and the value itself."""
+        """τ, whether it was calibrated here, and its provenance (source, FAR, TAR, ...)."""
         return self._policy.threshold_info
 
     def set_threshold(self, tau: float, info: dict | None = None) -> None:
@@ -314,6 +331,8 @@ class Gallery:
         if not self._encoder_loaded:
             from convlens.faces.pipeline import resolve_model
 
+            if self._encoder is None:  # the encoder this gallery was built with, if registered
+                self._encoder = _registered_encoder(self._store.model_id)
             self._encoder = resolve_model(self._encoder, self._device)
             self._encoder_loaded = True
             self._model_id = self._encoder.model_id
@@ -342,7 +361,8 @@ class Gallery:
         return self._policy.decide(q, ranked, k, boxes)
 
     def verify_embedding(self, query: np.ndarray, name: str) -> Verdict:
-        q = _search.check_vectors(query, self.dim)[0]
+        """Is this embedding (or any of several, (F, D)) `name`?"""
+        q = _search.check_vectors(query, self.dim)
         return self._policy.verdict(q, self._store.check_name(name))
 
     def _matches(self, found: list, k: int) -> list[FaceMatch]:
@@ -380,12 +400,14 @@ class Gallery:
                 yield photo, self._matches(result, k)
 
     def verify(self, photo, name: str) -> Verdict:
-        """Is the (largest) face in the photo `name`? Refuses a photo with no face."""
+        """Is `name` in the photo? Every face found is compared: a match when any face is
+        within τ; the closest face's box is reported and `faces` says how many were compared.
+        Refuses a photo with no face."""
         name = self._store.check_name(name)
         self._store.person_id(name)
         found = self._encode(photo)
         if not found:
             raise ConvlensError(f"{_label(photo)}: no face found")
         self._store.check_model(self.encoder_model_id())
-        q = _search.check_vectors(found[0].embedding, self.dim)[0]
-        return self._policy.verdict(q, name, Box.of(found[0].box))
+        q = _search.check_vectors(np.stack([f.embedding for f in found]), self.dim)
+        return self._policy.verdict(q, name, [Box.of(f.box) for f in found])
