@@ -1,9 +1,10 @@
 """3-D benchmarks: solid texture time and peak memory (64^3, optionally 128^3) from a 2-D
 exemplar, and the inflated VGG19's unit scan of the real head CT.
 
-    python benchmarks/volumes.py [--sizes 64,128] [--steps 100] [--exemplar brick]
+    python benchmarks/volumes.py [--runs brick:64:200,gravel:32:150] [--time-only 128:4]
 
-Exemplars: scikit-image's `brick` (CC0, a dev dependency). Writes
+Each run is EXEMPLAR:SIZE:STEPS (exemplars: scikit-image's `brick`, `gravel`, `grass`, CC0, a
+dev dependency); --time-only sizes are run for a few steps only, for time and memory. Writes
 benchmarks/results/volumes.json and volumes.md; cubes, slice PNGs and GIFs under docs/nd/.
 Peak memory is the process's max RSS growth (resource.getrusage), CPU only.
 """
@@ -34,21 +35,26 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def solid_row(exemplar: np.ndarray, name: str, size: int, steps: int, features) -> dict:
-    before = _rss_mb()
-    result = solid_texture(exemplar, size=size, steps=steps, features=features)
+def solid_row(name: str, size: int, steps: int, features, pictures: bool = True) -> dict:
+    from skimage import data
+
+    before, load = _rss_mb(), os.getloadavg()
+    result = solid_texture(getattr(data, name)(), size=size, steps=steps, features=features)
     row = {
         "exemplar": name, "size": size, "steps": steps, "seconds": result.seconds,
+        "load_average": load,
         "seconds_per_step": result.seconds / steps, "peak_rss_growth_mb": _rss_mb() - before,
         "loss_first10": float(np.mean(result.losses[:10])),
         "loss_last10": float(np.mean(result.losses[-10:])),
     }  # fmt: skip
+    print(row)
+    if not pictures:
+        return row
     # The cube itself goes to out/ (not committed); its pictures to docs/nd/.
     (ROOT / "out").mkdir(exist_ok=True)
     for path in save_solid(result, ROOT / "out" / f"solid_{name}_{size}.npz"):
         if path.suffix != ".npz":
             shutil.copy(path, DOCS / path.name)
-    print(row)
     return row
 
 
@@ -77,21 +83,22 @@ def ct_units_row() -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="64")
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--exemplar", default="brick")
+    ap.add_argument("--runs", default="brick:64:200,gravel:32:150")
+    ap.add_argument("--time-only", default="128:4")
+    ap.add_argument("--skip-ct", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     DOCS.mkdir(parents=True, exist_ok=True)
-    from skimage import data
-
-    image = getattr(data, args.exemplar)()
     report = {"command": "python " + " ".join(sys.argv), "load_average_start": os.getloadavg(),
               "threads": torch.get_num_threads(), "solid": [], "ct_units": None}  # fmt: skip
     features = SliceFeatures()
-    for size in (int(s) for s in args.sizes.split(",")):
-        report["solid"].append(solid_row(image, args.exemplar, size, args.steps, features))
-    report["ct_units"] = ct_units_row()
+    for run in filter(None, args.runs.split(",")):
+        name, size, steps = run.split(":")
+        report["solid"].append(solid_row(name, int(size), int(steps), features))
+    for run in filter(None, args.time_only.split(",")):
+        size, steps = run.split(":")
+        report["solid"].append(solid_row("brick", int(size), int(steps), features, False))
+    report["ct_units"] = None if args.skip_ct else ct_units_row()
     report["load_average_end"] = os.getloadavg()
     out = ROOT / "benchmarks" / "results"
     (out / "volumes.json").write_text(json.dumps(report, indent=1, default=str))
@@ -99,16 +106,17 @@ def main() -> int:
              f"load average {report['load_average_start']} -> {report['load_average_end']}, "
              f"{report['threads']} torch threads", "",
              "| exemplar | size | steps | s/step | total s | peak RSS growth MB "
-             "| loss first10 -> last10 |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| loss first10 -> last10 | load average |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["solid"]:
         lines.append(f"| {r['exemplar']} | {r['size']}^3 | {r['steps']} | "
                      f"{r['seconds_per_step']:.2f} | {r['seconds']:.0f} | "
                      f"{r['peak_rss_growth_mb']:.0f} | {r['loss_first10']:.3f} -> "
-                     f"{r['loss_last10']:.3f} |")  # fmt: skip
+                     f"{r['loss_last10']:.3f} | {r['load_average'][0]:.1f} |")  # fmt: skip
     ct = report["ct_units"]
-    lines += ["", f"CT unit scan ({ct['volume']}): " + ", ".join(
-        f"{k} {v['seconds']:.1f} s" for k, v in ct["layers"].items())]  # fmt: skip
+    if ct is not None:
+        lines += ["", f"CT unit scan ({ct['volume']}): " + ", ".join(
+            f"{k} {v['seconds']:.1f} s" for k, v in ct["layers"].items())]  # fmt: skip
     (out / "volumes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -65,10 +65,15 @@ def save_slices(volume: np.ndarray, stem: str | os.PathLike, scale: int = 2) -> 
 
 
 def save_sweep_gif(
-    volume: np.ndarray, path: str | os.PathLike, axis: int = 0, scale: int = 2, ms: int = 60
+    volume: np.ndarray,
+    path: str | os.PathLike,
+    axis: int = 0,
+    scale: int = 2,
+    ms: int = 60,
+    window: tuple[float, float] | None = None,
 ) -> Path:
     """An animated GIF of the slices along `axis`, first to last and back."""
-    v = to_uint8(np.moveaxis(np.asarray(volume), axis, 0))
+    v = to_uint8(np.moveaxis(np.asarray(volume), axis, 0), window)
     frames = [Image.fromarray(f.repeat(scale, 0).repeat(scale, 1)) for f in v]
     frames = frames + frames[-2:0:-1]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms, loop=0)
