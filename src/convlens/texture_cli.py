@@ -114,7 +114,8 @@ def _volume_parser(sub) -> None:
                    help="Adam step size, 0..1 scale (0.02)")  # fmt: skip
     p.add_argument("--style-weight", type=float_range(0, 1e6, lo_open=True), default=10.0,
                    help="style cost weight against the content cost (10)")  # fmt: skip
-    _common(p)
+    cli_options.add_quiet(p)  # no --seed: the run starts from the content, nothing is drawn
+    cli_options.add_json(p)
     p.set_defaults(func=_run_volume)
 
 

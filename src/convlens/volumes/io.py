@@ -23,6 +23,7 @@ from convlens.errors import ConvlensError
 
 MAX_VOXELS = 512**3
 NPZ_KEYS = ("volume", "data", "arr_0")
+VOLUME_SUFFIXES = (".npy", ".npz", ".nii", ".nii.gz", ".dcm")  # or a folder of DICOM slices
 
 
 @dataclass(frozen=True)

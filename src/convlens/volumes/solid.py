@@ -211,8 +211,24 @@ def solid_texture(
         if callback is not None:
             callback(step, losses[-1])
     with torch.no_grad():
-        cube = volume().expand(3, -1, -1, -1).permute(1, 2, 3, 0).contiguous().numpy()
-    return SolidResult(cube, losses, time.perf_counter() - t0)
+        cube = match_histogram(volume(), pixels).expand(3, -1, -1, -1)
+    return SolidResult(
+        cube.permute(1, 2, 3, 0).contiguous().numpy(), losses, time.perf_counter() - t0
+    )
+
+
+def match_histogram(volume: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """Each channel's values replaced, rank for rank, by the exemplar's (C, N) pixel values
+    (Heeger & Bergen 1995): the Gram steps leave the cube's contrast too high (black cells,
+    white mortar for a grey brick wall); this puts back the exemplar's grey levels and keeps
+    the layout."""
+    flat = volume.flatten(1)
+    out = torch.empty_like(flat)
+    q = torch.linspace(0, 1, flat.shape[1])
+    for c in range(flat.shape[0]):
+        order = flat[c].argsort()
+        out[c, order] = torch.quantile(pixels[c][:: max(1, pixels.shape[1] // 100_000)], q)
+    return out.view_as(volume)
 
 
 def save_solid(result: SolidResult, path: str | os.PathLike) -> list:

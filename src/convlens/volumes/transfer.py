@@ -31,7 +31,6 @@ from convlens.style.losses import ContentLoss, StyleLoss
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 CONTENT_LAYER = "relu2_1"
-VOLUME_SUFFIXES = (".npy", ".npz", ".nii", ".nii.gz", ".dcm")
 
 
 @dataclass
@@ -111,9 +110,9 @@ def style_volume(
     if content.ndim != 3 or min(content.shape) < 4:
         raise ConvlensError(f"content volume must be (D, H, W) of at least 4 per axis, "
                             f"got shape {content.shape}")  # fmt: skip
-    if isinstance(style, str | os.PathLike) and str(style).lower().endswith(VOLUME_SUFFIXES):
-        from convlens.volumes.io import prepare_volume
+    from convlens.volumes.io import VOLUME_SUFFIXES, prepare_volume
 
+    if isinstance(style, str | os.PathLike) and str(style).lower().endswith(VOLUME_SUFFIXES):
         style = prepare_volume(style, content.shape)
     layers = tuple(dict.fromkeys((*style_layers, content_layer)))
     net = net or registry.get("vgg19-3d", task="volume-backbone").load(last=_deepest(layers))
