@@ -138,3 +138,16 @@ def test_volume_style_transfer_cost_falls_from_an_image_and_a_volume(
     assert (tmp_path / "v_slices.png").exists() and (tmp_path / "v_sweep.gif").exists()
     assert main([*args[:5], str(tmp_path / "w.png")]) == 2  # not .npz: refused, nothing written
     assert not (tmp_path / "w.png").exists()
+
+
+def test_slice_pictures_of_an_rgb_volume_keep_its_values(tmp_path):
+    """A slice of an RGB volume is (H, W, 3): it was once stretched like grey values, which
+    showed a mid-grey cube as black and white."""
+    from PIL import Image
+
+    from convlens.volumes.render import save_slices
+
+    cube = np.random.default_rng(6).uniform(0.4, 0.6, (8, 8, 8, 3)).astype(np.float32)
+    save_slices(cube, tmp_path / "c")
+    axis0 = np.asarray(Image.open(tmp_path / "c_axis0.png"))
+    assert 101 <= axis0.min() and axis0.max() <= 154

@@ -219,9 +219,9 @@ def solid_texture(
 
 def match_histogram(volume: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     """Each channel's values replaced, rank for rank, by the exemplar's (C, N) pixel values
-    (Heeger & Bergen 1995): the Gram steps leave the cube's contrast too high (black cells,
-    white mortar for a grey brick wall); this puts back the exemplar's grey levels and keeps
-    the layout."""
+    (Heeger & Bergen 1995). Grams do not pin the grey-level histogram: a 32^3 brick cube after
+    80 steps had std 0.068 and 1st..99th percentiles 0.30..0.60 against the exemplar's 0.058
+    and 0.37..0.58; this puts back the exemplar's levels and keeps the layout."""
     flat = volume.flatten(1)
     out = torch.empty_like(flat)
     q = torch.linspace(0, 1, flat.shape[1])
