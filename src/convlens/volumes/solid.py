@@ -43,22 +43,15 @@ class SliceFeatures(torch.nn.Module):
     def __init__(self, layers=LAYERS, vgg=None):
         super().__init__()
         from convlens.models import registry
+        from convlens.nd.layers import SequentialTaps
 
         vgg = vgg or registry.get("vgg19", task="style-backbone").load(pool="avg")
         self.vgg = vgg.eval().requires_grad_(False)
-        names = [n for n, _ in vgg.features.named_children()]
         self.layers = tuple(layers)
-        self.stop = max(names.index(n) for n in self.layers)
+        self.taps = SequentialTaps(self.vgg.features, self.layers)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = self.vgg.normalize(images)
-        out = {}
-        for i, (name, layer) in enumerate(self.vgg.features.named_children()):
-            x = layer(x)
-            if name in self.layers:
-                out[name] = x
-            if i >= self.stop:
-                break
+        out = self.taps(self.vgg.normalize(images))
         return [out[n] for n in self.layers]
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from convlens.errors import ConvlensError
+from convlens.nd.layers import SequentialTaps
 from convlens.style.losses import ContentLoss, StyleLoss
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
@@ -39,29 +40,6 @@ class TransferResult:
     content: np.ndarray  # the content volume it started from
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
-
-
-class _Taps(torch.nn.Module):
-    """The maps of `layers` from a Sequential of VGG layers (2-D or inflated 3-D)."""
-
-    def __init__(self, features: torch.nn.Sequential, layers: Sequence[str]) -> None:
-        super().__init__()
-        self.features, self.layers = features, tuple(layers)
-        names = [n for n, _ in features.named_children()]
-        missing = [n for n in self.layers if n not in names]
-        if missing:
-            raise ConvlensError(f"{missing[0]!r}: no such layer (known: {', '.join(names)})")
-        self.stop = max(names.index(n) for n in self.layers)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {}
-        for i, (name, layer) in enumerate(self.features.named_children()):
-            x = layer(x)
-            if name in self.layers:
-                out[name] = x
-            if i >= self.stop:
-                break
-        return out
 
 
 def _grey_to_input(x: torch.Tensor, net) -> torch.Tensor:
@@ -77,14 +55,14 @@ def style_grams(style, net, layers: Sequence[str]) -> dict[str, torch.Tensor]:
 
     if isinstance(style, np.ndarray) and style.ndim == 3 and style.shape[-1] not in (3, 4):
         x = torch.from_numpy(np.asarray(style, np.float32))[None, None]
-        taps = _Taps(net.features, layers)
+        taps = SequentialTaps(net.features, layers)
     else:
         from convlens.images import load_image
 
         rgb = torch.from_numpy(np.array(load_image(style))).float().permute(2, 0, 1)[None] / 255
         x = (rgb * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         vgg2d = registry.get("vgg19", task="style-backbone").load(pool="max")  # as vgg19-3d
-        taps = _Taps(vgg2d.features, layers)
+        taps = SequentialTaps(vgg2d.features, layers)
     with torch.no_grad():
         maps = taps(_grey_to_input(x, net))
     return {n: StyleLoss.get_target(m) for n, m in maps.items()}
@@ -117,7 +95,7 @@ def style_volume(
     layers = tuple(dict.fromkeys((*style_layers, content_layer)))
     net = net or registry.get("vgg19-3d", task="volume-backbone").load(last=_deepest(layers))
     net = net.eval().requires_grad_(False)
-    taps = _Taps(net.features, layers)
+    taps = SequentialTaps(net.features, layers)
     targets = style_grams(style, net, style_layers)
     x = torch.from_numpy(content)[None, None].clone()
     with torch.no_grad():
