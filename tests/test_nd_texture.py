@@ -150,4 +150,4 @@ def test_slice_pictures_of_an_rgb_volume_keep_its_values(tmp_path):
     cube = np.random.default_rng(6).uniform(0.4, 0.6, (8, 8, 8, 3)).astype(np.float32)
     save_slices(cube, tmp_path / "c")
     axis0 = np.asarray(Image.open(tmp_path / "c_axis0.png"))
-    assert 101 <= axis0.min() and axis0.max() <= 154
+    assert axis0.min() >= 101 and axis0.max() <= 154

@@ -156,7 +156,7 @@ def _exemplar(exemplar) -> torch.Tensor:
     for a grey exemplar filled with colour noise the Grams did not remove."""
     from convlens.images import load_image
 
-    rgb = torch.from_numpy(load_image(exemplar)).permute(2, 0, 1)[None].float() / 255.0
+    rgb = torch.from_numpy(np.array(load_image(exemplar))).permute(2, 0, 1)[None].float() / 255
     grey = bool((rgb[:, :1] == rgb).all())
     return rgb[:, :1] if grey else rgb
 
