@@ -136,12 +136,16 @@ def main() -> int:
     report["load_average_start"] = os.getloadavg()
     report["command"] = "python " + " ".join(sys.argv)
     parts = args.parts.split(",")
+    # each part keeps the command and load of the run that measured it (a later run of one
+    # part leaves the other's numbers in the file)
+    measured = {"command": report["command"], "load_average": os.getloadavg()}
     if "speakers" in parts:
-        report["speakers"] = run_speakers(args.audio, args.steps, args.trials)
+        report["speakers"] = {**run_speakers(args.audio, args.steps, args.trials), **measured}
     if "textures" in parts:
         from texture_bench import run_textures  # benchmarks/texture_bench.py
 
-        report["textures"] = run_textures(args.audio / "textures", args.texture_steps, args.seconds)
+        textures = run_textures(args.audio / "textures", args.texture_steps, args.seconds)
+        report["textures"] = {**textures, **measured}
     report["load_average_end"] = os.getloadavg()
     path.write_text(json.dumps(report, indent=1, default=str))
     (results / "audio.md").write_text(markdown(report))
@@ -161,7 +165,14 @@ def markdown(report: dict) -> str:
         for m, v in sp["mean"].items():
             lines.append(f"| {m} | {_rates(v)} |")
         secs = [f["train_seconds"] for f in sp["folds"]]
-        lines += ["", f"training time per fold: {', '.join(f'{s:.0f} s' for s in secs)}", ""]
+        lines += ["", f"training time per fold: {', '.join(f'{s:.0f} s' for s in secs)}"]
+        eers = {m: [next(r["eer"] for r in f["rows"] if r["method"] == m) for f in sp["folds"]]
+                for m in sp["mean"]}  # fmt: skip
+        lines += ["", "EER per fold: " + "; ".join(
+            f"{m} {' / '.join(f'{e:.3f}' for e in v)}" for m, v in eers.items())]  # fmt: skip
+        if "command" in sp:
+            lines += ["", f"measured by `{sp['command']}`, load average {sp['load_average']}"]
+        lines.append("")
     tx = report.get("textures")
     if tx:
         from texture_bench import texture_markdown

@@ -83,3 +83,71 @@ def test_solid_texture_loss_falls(vgg_features, one_torch_thread, tmp_path):
     written = save_solid(after, tmp_path / "cube.npz")
     assert sorted(written) == sorted(output_paths(tmp_path / "cube.npz"))
     assert np.load(tmp_path / "cube.npz")["volume"].shape == (16, 16, 16, 3)
+
+
+def test_sparse_adam_leaves_untouched_voxels_alone():
+    """A voxel no slice touched keeps its value and state (plain Adam's momentum moved it,
+    and its global bias correction threw rarely drawn voxels when drawn again)."""
+    from convlens.volumes.solid import SparseAdam
+
+    x = torch.zeros(2, requires_grad=True)
+    adam = SparseAdam([x], lr=0.1)
+    for step in range(10):
+        x.grad = torch.tensor([1.0, 1.0 if step == 0 else 0.0])
+        adam.step()
+    assert x[1].item() == pytest.approx(-0.1)  # moved once, by lr
+    assert x[0].item() == pytest.approx(-1.0, rel=1e-4)
+
+
+def test_solid_texture_of_a_grey_exemplar_is_grey(vgg_features):
+    from convlens.volumes.solid import solid_texture
+
+    grey = (np.random.default_rng(4).random((40, 40)) * 255).astype(np.uint8)
+    cube = solid_texture(grey, size=8, steps=2, features=vgg_features).volume
+    assert cube.shape == (8, 8, 8, 3)
+    assert np.array_equal(cube[..., 0], cube[..., 1]) and np.array_equal(cube[..., 0], cube[..., 2])
+
+
+def test_volume_style_transfer_cost_falls_from_an_image_and_a_volume(
+    vgg_features, one_torch_thread, tmp_path
+):
+    """vgg19-3d: a 2-D image's Grams (2-D VGG19) and a volume's Grams (3-D) both pull a tiny
+    content volume; the CLI writes the volume, the slice picture and the GIF."""
+    from convlens.cli import main
+    from convlens.volumes.transfer import style_volume
+
+    rng = np.random.default_rng(5)
+    content = np.zeros((8, 16, 16), np.float32)
+    content[2:6, 4:12, 4:12] = 0.8  # a bright box
+    stripes = np.zeros((32, 32, 3), np.uint8)
+    stripes[:, ::4] = 255
+    r = style_volume(content, stripes, steps=10, lr=0.1, style_weight=10)
+    assert r.volume.shape == content.shape and r.losses[-1] < 0.75 * r.losses[0]
+    style_vol = rng.random((8, 16, 16)).astype(np.float32)
+    r = style_volume(content, style_vol, steps=10, lr=0.1, style_weight=10)
+    assert r.losses[-1] < 0.75 * r.losses[0]
+    np.save(tmp_path / "c.npy", content)
+    from PIL import Image
+
+    Image.fromarray(stripes).save(tmp_path / "s.png")
+    out = tmp_path / "v.npz"
+    args = ["texture", "volume", str(tmp_path / "c.npy"), str(tmp_path / "s.png"), "-o",
+            str(out), "--shape", "8,16,16", "--steps", "2", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert np.load(out)["volume"].shape == (8, 16, 16)
+    assert (tmp_path / "v_slices.png").exists() and (tmp_path / "v_sweep.gif").exists()
+    assert main([*args[:5], str(tmp_path / "w.png")]) == 2  # not .npz: refused, nothing written
+    assert not (tmp_path / "w.png").exists()
+
+
+def test_slice_pictures_of_an_rgb_volume_keep_its_values(tmp_path):
+    """A slice of an RGB volume is (H, W, 3): it was once stretched like grey values, which
+    showed a mid-grey cube as black and white."""
+    from PIL import Image
+
+    from convlens.volumes.render import save_slices
+
+    cube = np.random.default_rng(6).uniform(0.4, 0.6, (8, 8, 8, 3)).astype(np.float32)
+    save_slices(cube, tmp_path / "c")
+    axis0 = np.asarray(Image.open(tmp_path / "c_axis0.png"))
+    assert axis0.min() >= 101 and axis0.max() <= 154

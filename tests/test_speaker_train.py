@@ -95,3 +95,38 @@ def test_audio_data_refused_by_a_face_encoder(tmp_path):
         Trainer(
             TrainConfig(init="scratch", epochs=1), data, None, tmp_path / "m.pt", progress=False
         )
+
+
+def test_voices_cli_enrols_identifies_and_verifies_through_the_gallery(trained, tmp_path, capsys):
+    """`convlens voices`: the faces commands' answers and exit codes, on speech clips."""
+    import json
+
+    from convlens.audio.io import write_audio
+    from convlens.cli import main
+    from convlens.faces.gallery import Gallery
+
+    trainer, val = trained
+    clips = []
+    for i, wave in enumerate(val.chips):
+        clips.append(tmp_path / f"clip{i}.wav")
+        write_audio(clips[-1], wave, RATE)
+    db, model = str(tmp_path / "voices.db"), str(trainer.out)
+    common = ["--model", model, "--db", db]
+    with pytest.raises(SystemExit) as usage:  # argparse: a missing clip is a usage error
+        main(["voices", "enroll", "low", str(tmp_path / "nothing.wav"), *common])
+    assert usage.value.code == 2
+    assert not (tmp_path / "voices.db").exists()  # a missing clip creates no gallery
+    assert main(["voices", "enroll", "low", str(clips[0]), *common, "--threshold", "1"]) == 0
+    assert main(["voices", "enroll", "high", str(clips[8]), *common]) == 0
+    capsys.readouterr()
+    assert main(["voices", "identify", *map(str, clips), *common, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["matches"][0]["name"] for r in rows] == ["low"] * 8 + ["high"] * 8
+    assert main(["voices", "verify", str(clips[3]), "--as", "low", *common]) == 0
+    assert main(["voices", "verify", str(clips[3]), "--as", "high", *common]) == 1
+    assert "low" in capsys.readouterr().out
+    faces_db = tmp_path / "faces.db"  # a face gallery refuses the speaker encoder
+    with Gallery(faces_db, model_id="dlib_resnet-v1") as g:
+        g.enroll_embeddings("someone", np.eye(128, dtype=np.float32)[:1])
+    args = ["voices", "identify", str(clips[0]), "--model", model, "--db", str(faces_db)]
+    assert main(args) == 2

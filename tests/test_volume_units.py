@@ -36,3 +36,13 @@ def test_volume_units_cli_refuses_bad_input_before_work(tmp_path):
     assert main(["inspect", "volume-units", str(tmp_path / "flat.npy"), "-o",
                  str(tmp_path / "u.jpg")]) == 2  # fmt: skip
     assert not (tmp_path / "u.png").exists()
+
+
+def test_image_unit_scan_points_volumes_to_volume_units(tmp_path, capsys):
+    np.save(tmp_path / "v.npy", np.zeros((8, 8, 8), np.float32))
+    for model in ("vgg19-3d", "small-convnet"):  # a 3-D network; an image one given a volume
+        args = ["inspect", "units", "--model", model, "--layer", "features.relu1_1",
+                "--images", str(tmp_path / "v.npy"), "-o", str(tmp_path / "u.png")]  # fmt: skip
+        assert main(args) == 2
+        assert "inspect volume-units" in capsys.readouterr().err
+    assert not (tmp_path / "u.png").exists()

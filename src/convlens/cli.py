@@ -25,6 +25,7 @@ GROUPS = {
     "serve": "convlens.service.serve_cli",
     "keys": "convlens.service.keys_cli",
     "texture": "convlens.texture_cli",
+    "voices": "convlens.audio.voices_cli",
 }
 
 

@@ -1,11 +1,13 @@
-"""`convlens texture audio|solid`: Gram-matrix textures beyond 2-D images.
+"""`convlens texture audio|solid|volume`: Gram-matrix textures beyond 2-D images.
 
     convlens texture audio [CONTENT.wav] STYLE.wav -o out.wav --seconds 5
     convlens texture solid EXEMPLAR.png -o cube.npz --size 64
+    convlens texture volume CONTENT.npz STYLE.png -o styled.npz
 
 A group of its own rather than subcommands of `convlens style`: that command's first
 positional is the content image, so `convlens style audio ...` would be ambiguous with a
-photo called "audio". Thin shells over convlens.audio.texture and convlens.volumes.solid;
+photo called "audio". Thin shells over convlens.audio.texture, convlens.volumes.solid and
+convlens.volumes.transfer;
 pictures are written beside every result (a spectrogram PNG; slice PNGs and a GIF).
 """
 
@@ -32,6 +34,7 @@ def register(subparsers) -> None:
     sub = group.add_subparsers(dest="texture_command", metavar="KIND", required=True)
     _audio_parser(sub)
     _solid_parser(sub)
+    _volume_parser(sub)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -78,9 +81,42 @@ def _solid_parser(sub) -> None:
     p.add_argument("--per-axis", type=int_range(1, 64), default=2,
                    help="random slices per axis per step (2)")  # fmt: skip
     p.add_argument("--lr", type=float_range(0, 10, lo_open=True), default=0.02,
-                   help="step size per voxel, 0..1 scale (0.02)")  # fmt: skip
+                   help="Adam step size, 0..1 scale (0.02)")  # fmt: skip
+    p.add_argument("--zoom", type=float_range(0.25, 16), default=2.0,
+                   help="exemplar's shorter side = ZOOM x SIZE pixels: larger ZOOM, larger "
+                   "texture elements in the cube, 0.25..16 (2)")  # fmt: skip
     _common(p)
     p.set_defaults(func=_run_solid)
+
+
+def _volume_parser(sub) -> None:
+    from convlens.volumes.inspect_cli import shape_arg, window_arg
+
+    p = sub.add_parser(
+        "volume",
+        help="style transfer onto a volume with VGG19 inflated to 3-D",
+        description="Give a content volume (.npy/.npz/.nii/.nii.gz/DICOM) the style of a 2-D "
+        "image (Grams of its 2-D VGG19 features, as luminance) or of another volume, with "
+        "vgg19-3d. Writes OUT.npz (float volume 0..1), OUT_slices.png (content above result) "
+        "and OUT_sweep.gif.",
+    )
+    p.add_argument("content", metavar="CONTENT", type=cli_options.existing_path("any"))
+    p.add_argument("style", metavar="STYLE", type=cli_options.existing_path("any"),
+                   help="a 2-D image, or a volume file")  # fmt: skip
+    p.add_argument("-o", "--output", required=True, type=Path, help="output .npz")
+    p.add_argument("--shape", type=shape_arg, default=(24, 48, 48),
+                   help="resample the content to D,H,W first (24,48,48)")  # fmt: skip
+    p.add_argument("--window", type=window_arg, default=None,
+                   help="LO,HI mapped to 0..1 (default: CT -1000,1500 HU when the volume "
+                   "holds negative values, else its 1st..99th percentile)")  # fmt: skip
+    p.add_argument("--steps", type=int_range(1, 100_000), default=60, help="Adam steps (60)")
+    p.add_argument("--lr", type=float_range(0, 10, lo_open=True), default=0.02,
+                   help="Adam step size, 0..1 scale (0.02)")  # fmt: skip
+    p.add_argument("--style-weight", type=float_range(0, 1e6, lo_open=True), default=10.0,
+                   help="style cost weight against the content cost (10)")  # fmt: skip
+    cli_options.add_quiet(p)  # no --seed: the run starts from the content, nothing is drawn
+    cli_options.add_json(p)
+    p.set_defaults(func=_run_volume)
 
 
 def _progress(args, total: int, what: str):
@@ -126,10 +162,29 @@ def _run_solid(args: argparse.Namespace) -> int:
     with _progress(args, args.steps, f"solid texture {args.size}^3") as bar:
         result = solid_texture(
             args.style, size=args.size, steps=args.steps, per_axis=args.per_axis,
-            lr=args.lr, seed=args.seed,
+            lr=args.lr, zoom=args.zoom, seed=args.seed,
             callback=lambda step, loss: bar.advance(1, f"loss {loss:.4g}"),
         )  # fmt: skip
     written = save_solid(result, args.output)
+    _report(args, {"outputs": [str(p) for p in written], "seconds": result.seconds,
+                   "loss_first": result.losses[0], "loss_last": result.losses[-1]})  # fmt: skip
+    return 0
+
+
+def _run_volume(args: argparse.Namespace) -> int:
+    from convlens.volumes import prepare_volume
+    from convlens.volumes.transfer import output_paths, save_transfer, style_volume
+
+    if args.output.suffix.lower() != ".npz":
+        raise ConvlensError(f"{args.output}: the file name must end in .npz")
+    cli_options.check_outputs(output_paths(args.output), [args.content, args.style])
+    content = prepare_volume(args.content, args.shape, args.window)
+    with _progress(args, args.steps, "volume style") as bar:
+        result = style_volume(
+            content, args.style, steps=args.steps, lr=args.lr, style_weight=args.style_weight,
+            callback=lambda step, loss: bar.advance(1, f"loss {loss:.4g}"),
+        )  # fmt: skip
+    written = save_transfer(result, args.output)
     _report(args, {"outputs": [str(p) for p in written], "seconds": result.seconds,
                    "loss_first": result.losses[0], "loss_last": result.losses[-1]})  # fmt: skip
     return 0

@@ -98,3 +98,24 @@ def mfcc_baseline(waves: np.ndarray, rate: int, n_mfcc: int = 20) -> np.ndarray:
         m = mfcc(torch.from_numpy(np.asarray(waves, np.float32)), rate, n_mfcc)[:, 1:].mean(-1)
     m = m.numpy()
     return m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)
+
+
+def load_speaker_model(model: str | os.PathLike, device=None):
+    """A speaker encoder: a registry name (task speaker-encoder) or a trained .pt file (from
+    `convlens train triplet VOICES --model speaker-cnn`); refuses a face encoder's file."""
+    from convlens.models import registry
+    from convlens.models.devices import resolve_device
+    from convlens.models.face_models import load_face_model
+
+    if isinstance(model, str) and not registry.looks_like_path(model):
+        net = registry.get(model, task="speaker-encoder").load()
+    else:
+        net = load_face_model(model)
+    if not hasattr(net, "rate"):
+        raise ConvlensError(f"{model}: not a speaker encoder (it takes no audio)")
+    return net.to(resolve_device(device)).eval()
+
+
+def embed_clips(model, paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """One embedding per clip file (read at the model's rate, prepared as in training)."""
+    return embed_waves(model, [load_clip(p, model.rate) for p in paths])

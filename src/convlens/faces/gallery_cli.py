@@ -90,26 +90,24 @@ def _common(p, encoder=True, verifier=False, batch=False, quiet=True) -> None:
 def cmd_enroll(args) -> int:
     with open_gallery(args, create=True) as g:
         r = g.enroll(args.name, args.photos, largest_face=args.largest)
-        total = next(p.photos for p in g.people() if p.name == r.name)
-        if args.json:
-            emit(
-                {
-                    "db": str(g.path),
-                    "name": r.name,
-                    "added": len(r.added),
-                    "skipped": list(r.skipped),
-                    "photos": total,
-                }
-            )
-            return 0
-        msg = f"enrolled {r.name}: {len(r.added)} photo(s) added, {total} in all ({g.path})"
-        if r.skipped:
-            msg += f"; {len(r.skipped)} already enrolled, skipped"
-        print(msg)
+        report_enrolment(args, g, r)
     return 0
 
 
-def _err(path, e) -> None:
+def report_enrolment(args, g, r, what: str = "photo") -> None:
+    """The enrol answer (text or --json) for faces and voices alike."""
+    total = next(p.photos for p in g.people() if p.name == r.name)
+    if args.json:
+        emit({"db": str(g.path), "name": r.name, "added": len(r.added),
+              "skipped": list(r.skipped), f"{what}s": total})  # fmt: skip
+        return
+    msg = f"enrolled {r.name}: {len(r.added)} {what}(s) added, {total} in all ({g.path})"
+    if r.skipped:
+        msg += f"; {len(r.skipped)} already enrolled, skipped"
+    print(msg)
+
+
+def report_error(path, e) -> None:
     print(
         f"convlens: error: {e}" if str(path) in str(e) else f"convlens: error: {path}: {e}",
         file=sys.stderr,
@@ -137,7 +135,7 @@ def cmd_identify(args) -> int:
                 if args.json:
                     emit({"path": str(path), "faces": [], "error": str(result)})
                 else:
-                    _err(path, result)
+                    report_error(path, result)
                 continue
             if args.json:
                 faces = [m.to_json() for m in result]
@@ -151,16 +149,15 @@ def cmd_identify(args) -> int:
                     }
                 )
             else:
-                print(_describe(path, result), flush=True)
+                print(describe_matches(path, result), flush=True)
     return 1 if failures else 0
 
 
-def _describe(path, matches) -> str:
+def describe_matches(path, matches) -> str:
     if not matches:
         return f"{path}: no face found"
     parts = []
     for m in matches:
-        box = ",".join(str(v) for v in m.box) if m.box else "?"
         if m.name is not None:
             head = f"{m.name} ({m.distance:.3f} ≤ τ {m.threshold:.3f})"
         elif m.distance is None:
@@ -173,7 +170,8 @@ def _describe(path, matches) -> str:
             head += f"{m.threshold:.3f})"
         if len(m.candidates) > 1:
             head += "; then " + ", ".join(f"{c.name} {c.distance:.3f}" for c in m.candidates[1:])
-        parts.append(f"[{box}] {head}")
+        # a face has a box; a voice clip (convlens voices) has none
+        parts.append(f"[{','.join(str(v) for v in m.box)}] {head}" if m.box else head)
     return f"{path}: " + " | ".join(parts)
 
 
@@ -197,31 +195,28 @@ def cmd_verify(args) -> int:
     with open_gallery(args) as g:
         v = g.verify(args.photo, args.name)
         note = _tau_note(g.threshold_info) if v.scorer == "distance" else ""
+    return report_verdict(args, args.photo, v, note)
+
+
+def report_verdict(args, path, v, note: str = "") -> int:
+    """The 1:1 answer (text or --json); exit 0 on a match, 1 on none, like `cmp`."""
     if args.json:
-        emit(
-            {
-                "path": str(args.photo),
-                "name": v.name,
-                "match": v.match,
-                "distance": v.distance,
-                "threshold": v.threshold,
-                "scorer": v.scorer,
-                "calibrated": v.calibrated,
-                "box": list(v.box) if v.box else None,
-                "faces": v.faces,
-            }
-        )
+        emit({"path": str(path), "name": v.name, "match": v.match, "distance": v.distance,
+              "threshold": v.threshold, "scorer": v.scorer, "calibrated": v.calibrated,
+              "box": list(v.box) if v.box else None, "faces": v.faces})  # fmt: skip
     else:
         rel = "≤" if v.match else ">"
         verdict = "match" if v.match else "no match"
         score = "distance" if v.scorer == "distance" else "1 − p(same)"
-        box = ",".join(str(c) for c in v.box) if v.box else "?"
-        faces = f"{v.faces} faces compared, closest [{box}]" if v.faces > 1 else f"face [{box}]"
-        print(
-            f"{args.photo}: {verdict} for {v.name} ({score} {v.distance:.3f} {rel} τ "
-            f"{v.threshold:.3f}; {faces})"
-        )
-        if not v.calibrated:
+        where = ""
+        if v.box is not None:  # a face; a voice clip has no box
+            box = ",".join(str(c) for c in v.box)
+            where = (
+                f"; {v.faces} faces compared, closest [{box}]" if v.faces > 1 else f"; face [{box}]"
+            )
+        print(f"{path}: {verdict} for {v.name} ({score} {v.distance:.3f} {rel} τ "
+              f"{v.threshold:.3f}{where})")  # fmt: skip
+        if not v.calibrated and note:
             print(f"note: {note}", file=sys.stderr)
     return 0 if v.match else 1
 

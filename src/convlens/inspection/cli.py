@@ -7,6 +7,7 @@ with its limits by argparse, outputs checked writable (and not an input) before 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,6 +144,24 @@ def _require_model(args, parser) -> None:
         opts.usage_error(parser, "the following arguments are required: --model")
 
 
+def _refuse_volumes(args) -> None:
+    """A 3-D network or a volume file here gets a pointer to `inspect volume-units`: this scan
+    streams folders of images (views, flips, faces, one patch per image), the volume scan
+    takes its top places spread over one volume; they share the receptive-field tracer and
+    the unit syntax, not the image pipeline."""
+    from convlens.models import registry
+    from convlens.volumes.io import VOLUME_SUFFIXES
+
+    hint = "use `convlens inspect volume-units VOLUME --layer L -o OUT.png`"
+    if not registry.looks_like_path(args.model):
+        with contextlib.suppress(ConvlensError):
+            if "volume-backbone" in registry.get(args.model).tasks:
+                raise ConvlensError(f"{args.model} is a 3-D network: {hint}")
+    for path in args.images:
+        if str(path).lower().endswith(VOLUME_SUFFIXES):
+            raise ConvlensError(f"{path}: a volume, not images: {hint}")
+
+
 def _layers(args, parser) -> int:
     from convlens.inspection import format_layers, layers_json, list_layers, resolve_model
     from convlens.models.devices import resolve_device
@@ -185,6 +204,7 @@ def _units_command(args, parser) -> int:
     from convlens.models.devices import resolve_device
 
     _require_model(args, parser)
+    _refuse_volumes(args)
     device = resolve_device(args.device)
     images = [p for folder in args.images for p in resolve_sources(folder)]
     grids, data = output_paths(args.output, args.layer)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.errors import ConvlensError
+
 SPATIAL = (1, 2, 3)
 
 
@@ -95,3 +97,27 @@ class NdConvNet(nn.Module):
         x = self.features(x).flatten(2).mean(2)  # global average over all spatial axes
         x = self.embed(x)
         return F.normalize(x, dim=1) if self.normalize else x
+
+
+class SequentialTaps(nn.Module):
+    """The output maps of the named `layers` of a Sequential (VGG19's `features`, 2-D or
+    inflated to 3-D), run only up to the deepest of them."""
+
+    def __init__(self, features: nn.Sequential, layers: Sequence[str]) -> None:
+        super().__init__()
+        self.features, self.layers = features, tuple(layers)
+        names = [n for n, _ in features.named_children()]
+        missing = [n for n in self.layers if n not in names]
+        if missing:
+            raise ConvlensError(f"{missing[0]!r}: no such layer (known: {', '.join(names)})")
+        self.stop = max(names.index(n) for n in self.layers)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, (name, layer) in enumerate(self.features.named_children()):
+            x = layer(x)
+            if name in self.layers:
+                out[name] = x
+            if i >= self.stop:
+                break
+        return out

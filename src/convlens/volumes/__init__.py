@@ -1,5 +1,5 @@
 """3-D volumes: reading (NumPy, NIfTI, DICOM), slice pictures, solid textures."""
 
-from convlens.volumes.io import Volume, read_volume
+from convlens.volumes.io import Volume, prepare_volume, read_volume
 
-__all__ = ["Volume", "read_volume"]
+__all__ = ["Volume", "prepare_volume", "read_volume"]

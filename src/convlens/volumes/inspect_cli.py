@@ -15,7 +15,7 @@ from convlens.errors import ConvlensError
 MAX_SIDE = 256
 
 
-def _shape(text: str) -> tuple[int, int, int]:
+def shape_arg(text: str) -> tuple[int, int, int]:
     """D,H,W: the volume is resampled to this shape before the network (each 8..256)."""
     parts = text.replace("x", ",").split(",")
     if len(parts) != 3:
@@ -24,10 +24,10 @@ def _shape(text: str) -> tuple[int, int, int]:
     return tuple(side(p) for p in parts)  # type: ignore[return-value]
 
 
-_shape.__name__ = "shape"
+shape_arg.__name__ = "shape"
 
 
-def _window(text: str) -> tuple[float, float]:
+def window_arg(text: str) -> tuple[float, float]:
     """LO,HI: two finite numbers, LO < HI."""
     values = opts.number_list()(text)
     if len(values) != 2 or not values[0] < values[1]:
@@ -35,7 +35,7 @@ def _window(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
-_window.__name__ = "window"
+window_arg.__name__ = "window"
 
 
 def register_volume_units(sub) -> None:
@@ -50,9 +50,9 @@ def register_volume_units(sub) -> None:
     p.add_argument("--layer", default="features.relu2_1", help="layer (features.relu2_1)")
     p.add_argument("--units", default="0:8", help="units: 0:8 (default), 3,5,9 or all")
     p.add_argument("--top", type=opts.int_range(1, 64), default=9, help="places per unit (9)")
-    p.add_argument("--shape", type=_shape, default=(36, 64, 64),
+    p.add_argument("--shape", type=shape_arg, default=(36, 64, 64),
                    help="resample the volume to D,H,W first (36,64,64)")  # fmt: skip
-    p.add_argument("--window", type=_window, default=None,
+    p.add_argument("--window", type=window_arg, default=None,
                    help="LO,HI values mapped to 0..1 (default: CT -1000,1500 HU when the "
                    "volume holds negative values, else its 1st..99th percentile)")  # fmt: skip
     p.add_argument("-o", "--output", required=True, type=Path, help="picture (.png)")
@@ -60,32 +60,17 @@ def register_volume_units(sub) -> None:
     p.set_defaults(func=_run)
 
 
-def _prepared(path: Path, shape, window):
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    from convlens.models.vgg19_3d import CT_WINDOW
-    from convlens.volumes import read_volume
-
-    data = read_volume(path).data
-    if window is None:
-        window = CT_WINDOW if data.min() < 0 else tuple(np.percentile(data, (1, 99)))
-    scaled = np.clip((data - window[0]) / (window[1] - window[0]), 0, 1).astype(np.float32)
-    x = torch.from_numpy(scaled)[None, None]
-    return F.interpolate(x, size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
-
-
 def _run(args: argparse.Namespace) -> int:
     from convlens.inspection import parse_unit_spec
     from convlens.models import registry
+    from convlens.volumes import prepare_volume
     from convlens.volumes.units import render_units, volume_units
 
     if args.output.suffix.lower() != ".png":
         raise ConvlensError(f"{args.output}: the picture must be a .png")
     opts.check_outputs([args.output], [args.volume])
     spec = parse_unit_spec(args.units)
-    volume = _prepared(args.volume, args.shape, args.window)
+    volume = prepare_volume(args.volume, args.shape, args.window)
     model = registry.get("vgg19-3d", task="volume-backbone").load()
     result = volume_units(model, volume, args.layer, units=spec, top=args.top)
     render_units(result, args.output)

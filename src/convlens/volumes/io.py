@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from convlens.errors import ConvlensError
 
 MAX_VOXELS = 512**3
 NPZ_KEYS = ("volume", "data", "arr_0")
+VOLUME_SUFFIXES = (".npy", ".npz", ".nii", ".nii.gz", ".dcm")  # or a folder of DICOM slices
 
 
 @dataclass(frozen=True)
@@ -169,3 +171,24 @@ def read_volume(path: str | os.PathLike) -> Volume:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConvlensError(f"{path}: cannot read volume ({reason[:200]})") from None
     raise ConvlensError(f"{path}: not a volume file (.npy, .npz, .nii, .nii.gz, .dcm or a folder)")
+
+
+def prepare_volume(
+    path: str | os.PathLike,
+    shape: Sequence[int] = (24, 48, 48),
+    window: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """A volume file windowed to 0..1 and resampled to `shape` (D, H, W). Default window:
+    CT -1000..1500 HU when the volume holds negative values, else its 1st..99th percentile."""
+    import torch
+
+    from convlens.models.vgg19_3d import CT_WINDOW
+
+    data = read_volume(path).data
+    if window is None:
+        window = CT_WINDOW if data.min() < 0 else tuple(np.percentile(data, (1, 99)))
+    lo, hi = window
+    scaled = np.clip((data - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+    x = torch.from_numpy(scaled)[None, None]
+    size = tuple(int(s) for s in shape)
+    return torch.nn.functional.interpolate(x, size=size, mode="trilinear")[0, 0].numpy()

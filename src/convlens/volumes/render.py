@@ -13,10 +13,14 @@ import numpy as np
 from PIL import Image
 
 
-def to_uint8(volume: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
-    """Grey values through `window` (default: the 1st..99th percentile), RGB 0..1 scaled."""
+def to_uint8(
+    volume: np.ndarray, window: tuple[float, float] | None = None, rgb: bool | None = None
+) -> np.ndarray:
+    """Grey values through `window` (default: the 1st..99th percentile), RGB 0..1 scaled.
+    `rgb` says whether the last axis is colour (default: a 4-D array); a slice of an RGB
+    volume is 3-D and must say so, or it is stretched like grey values."""
     v = np.asarray(volume, dtype=np.float32)
-    if v.ndim == 4:
+    if v.ndim == 4 if rgb is None else rgb:
         return (np.clip(v, 0, 1) * 255 + 0.5).astype(np.uint8)
     lo, hi = window if window is not None else np.percentile(v, (1, 99))
     return (np.clip((v - lo) / max(hi - lo, 1e-6), 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -37,7 +41,8 @@ def triplet_image(
     gap: int = 2,
 ) -> np.ndarray:
     """The three orthogonal slices side by side (RGB uint8), each scaled up `scale` times."""
-    slices = [to_uint8(s, window) for s in orthogonal_slices(np.asarray(volume), center)]
+    rgb = np.ndim(volume) == 4
+    slices = [to_uint8(s, window, rgb) for s in orthogonal_slices(np.asarray(volume), center)]
     slices = [np.repeat(s[..., None], 3, -1) if s.ndim == 2 else s for s in slices]
     slices = [s.repeat(scale, 0).repeat(scale, 1) for s in slices]
     height = max(s.shape[0] for s in slices)
@@ -55,7 +60,7 @@ def save_slices(volume: np.ndarray, stem: str | os.PathLike, scale: int = 2) -> 
     stem = Path(stem)
     paths = []
     for axis, s in enumerate(orthogonal_slices(np.asarray(volume))):
-        img = to_uint8(s)
+        img = to_uint8(s, rgb=np.ndim(volume) == 4)
         path = stem.with_name(f"{stem.name}_axis{axis}.png")
         Image.fromarray(img.repeat(scale, 0).repeat(scale, 1)).save(path)
         paths.append(path)
@@ -65,10 +70,15 @@ def save_slices(volume: np.ndarray, stem: str | os.PathLike, scale: int = 2) -> 
 
 
 def save_sweep_gif(
-    volume: np.ndarray, path: str | os.PathLike, axis: int = 0, scale: int = 2, ms: int = 60
+    volume: np.ndarray,
+    path: str | os.PathLike,
+    axis: int = 0,
+    scale: int = 2,
+    ms: int = 60,
+    window: tuple[float, float] | None = None,
 ) -> Path:
     """An animated GIF of the slices along `axis`, first to last and back."""
-    v = to_uint8(np.moveaxis(np.asarray(volume), axis, 0))
+    v = to_uint8(np.moveaxis(np.asarray(volume), axis, 0), window)
     frames = [Image.fromarray(f.repeat(scale, 0).repeat(scale, 1)) for f in v]
     frames = frames + frames[-2:0:-1]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms, loop=0)

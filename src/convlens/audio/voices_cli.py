@@ -1,0 +1,134 @@
+"""`convlens voices enroll|identify|verify|people|forget`: speakers in a convlens gallery.
+
+    convlens voices enroll alice a1.wav a2.flac --model spk.pt --db voices.db
+    convlens voices identify clip.wav --model spk.pt --db voices.db
+    convlens voices verify clip.wav --as alice --model spk.pt --db voices.db   # exit 0 = match
+
+The faces commands' twins for speech: the same Gallery (enroll_embeddings /
+identify_embeddings / verify_embedding; the gallery's model_id keeps a speaker encoder's
+embeddings apart from a face encoder's), and the same answers, exit codes and --json lines
+(faces/gallery_cli.py's report helpers; `people` and `forget` are its commands as they are).
+The threshold τ is the gallery's (`faces calibrate` sets it for faces; until one is stored it
+is dlib's 0.6, which is not a speaker threshold: set one with --threshold on enroll).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from convlens import cli_options as opt
+from convlens.errors import ConvlensError
+from convlens.faces import gallery_cli
+from convlens.faces.cli_common import add_db, default_db, emit
+
+
+def register(subparsers) -> None:
+    group = subparsers.add_parser(
+        "voices",
+        help="speaker enrolment, identification and verification (a gallery of voices)",
+        description="Enrol speakers from speech clips and identify or verify clips, with a "
+        "speaker encoder trained by `convlens train triplet VOICES --model speaker-cnn`.",
+    )
+    sub = group.add_subparsers(dest="voices_command", metavar="COMMAND", required=True)
+    p = sub.add_parser("enroll", help="add speech clips of a speaker to the gallery")
+    p.add_argument("name")
+    p.add_argument("clips", nargs="+", metavar="CLIP", type=opt.existing_path("file"))
+    p.add_argument("--threshold", type=opt.float_range(0, 2, lo_open=True), default=None,
+                   help="store this distance threshold τ in the gallery (0 < τ ≤ 2)")  # fmt: skip
+    _common(p)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("identify", help="who is speaking in these clips (1:K)")
+    p.add_argument("clips", nargs="+", metavar="CLIP", type=opt.existing_path("file"))
+    p.add_argument("-k", type=opt.int_range(1, gallery_cli.MAX_CANDIDATES), default=1,
+                   help="candidates per clip (1)")  # fmt: skip
+    _common(p)
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("verify", help="is this clip NAME speaking (1:1); exit 0 if so")
+    p.add_argument("clip", metavar="CLIP", type=opt.existing_path("file"))
+    p.add_argument("--as", dest="name", required=True, metavar="NAME")
+    _common(p)
+    p.set_defaults(func=cmd_verify)
+
+    for name, func, what in (("people", gallery_cli.cmd_people, "list the speakers"),
+                             ("forget", gallery_cli.cmd_forget, "erase a speaker")):  # fmt: skip
+        p = sub.add_parser(name, help=what)
+        if name == "forget":
+            p.add_argument("name")
+        add_db(p)
+        opt.add_json(p)
+        p.set_defaults(func=func)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_db(p)
+    opt.add_model(p, "speaker encoder (a trained speaker-cnn .pt file)")
+    opt.add_device(p)
+    opt.add_json(p)
+
+
+def _open(args: argparse.Namespace, create: bool = False):
+    """The speaker encoder and the gallery opened for its model_id (a face gallery refuses)."""
+    from convlens.audio.speakers import load_speaker_model
+    from convlens.faces.gallery import Gallery
+
+    if args.model is None:
+        raise ConvlensError("a speaker encoder is needed: --model spk.pt (see convlens train)")
+    model = load_speaker_model(args.model, args.device)
+    return model, Gallery(args.db or default_db(), model_id=model.model_id, create=create)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from convlens.audio.speakers import embed_clips
+    from convlens.faces.gallery.enrolment import file_hash
+
+    model, gallery = _open(args, create=True)
+    embeddings = embed_clips(model, args.clips)  # every clip read before anything is stored
+    with gallery as g:
+        r = g.enroll_embeddings(
+            args.name, embeddings, sources=[str(Path(c).resolve()) for c in args.clips],
+            hashes=[file_hash(c) for c in args.clips],
+        )  # fmt: skip
+        if args.threshold is not None:
+            g.set_threshold(args.threshold, {"source": "voices enroll --threshold"})
+        gallery_cli.report_enrolment(args, g, r, what="clip")
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from convlens.audio.speakers import embed_waves, load_clip
+
+    model, gallery = _open(args)
+    failures = 0
+    with gallery as g:
+        if not g.people():
+            raise ConvlensError(f"{g.path}: the gallery is empty; enrol someone first")
+        for path in args.clips:  # a bad clip is reported and the batch goes on (exit 1)
+            try:
+                wave = load_clip(path, model.rate)
+            except ConvlensError as e:
+                failures += 1
+                if args.json:
+                    emit({"path": str(path), "matches": [], "error": str(e)})
+                else:
+                    gallery_cli.report_error(path, e)
+                continue
+            matches = g.identify_embeddings(embed_waves(model, [wave]), k=args.k)
+            if args.json:
+                emit({"path": str(path), "matches": [m.to_json() for m in matches],
+                      "threshold": matches[0].threshold, "error": None})  # fmt: skip
+            else:
+                print(gallery_cli.describe_matches(path, matches), flush=True)
+    return 1 if failures else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from convlens.audio.speakers import embed_clips
+
+    model, gallery = _open(args)
+    with gallery as g:
+        v = g.verify_embedding(embed_clips(model, [args.clip]), args.name)
+    return gallery_cli.report_verdict(args, args.clip, v)
