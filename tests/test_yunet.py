@@ -92,9 +92,16 @@ def test_batched_equals_one_by_one(photos_dir):
         np.testing.assert_allclose(scores, s1, atol=1e-3)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 2, 3), (1, 3000, 3), (4000, 2, 3), (33, 31, 3)])
-def test_tiny_and_degenerate_images_give_no_face(shape):
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 2, 3), (33, 31, 3), (2, 40, 3)])
+def test_tiny_images_give_no_face(shape):
     assert detect.detect(np.full(shape, 128, np.uint8), "yunet", upsample=3) == []
+
+
+@pytest.mark.parametrize("shape", [(1, 3000, 3), (4000, 2, 3)])
+def test_degenerate_strips_are_a_clear_error(shape):
+    # Over the 20:1 aspect limit every detector shares (convlens.images): refused, not a crash.
+    with pytest.raises(ConvlensError, match="aspect ratio"):
+        detect.detect(np.full(shape, 128, np.uint8), "yunet", upsample=3)
 
 
 def test_registry_entry_and_foreign_files(tmp_path):

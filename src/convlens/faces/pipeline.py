@@ -263,11 +263,28 @@ def face_chips(
     found, shapes = _find(
         img, detector, upsample, landmarks, whole_image_fallback, min_face, aligner
     )
+    return found, _aligned(img, shapes, aligner)
+
+
+def _aligned(image: np.ndarray, shapes: list[np.ndarray], aligner: str) -> np.ndarray:
     if aligner == "arcface-5":
         from convlens.faces.align_arcface import align_image as arcface_chips
 
-        return found, arcface_chips(img, shapes)
-    return found, _align.align_image(img, shapes)
+        return arcface_chips(image, shapes)
+    return _align.align_image(image, shapes)
+
+
+def chips_for_detections(image: np.ndarray, detections: list, model=None) -> np.ndarray:
+    """Aligned chips uint8 (N, S, S, 3) of faces already found (e.g. tracked across video
+    frames), made the way `model`'s registry entry says (None: DEFAULT_ENCODER)."""
+    from convlens.models.face_models import encoder_extras
+
+    aligner = encoder_extras(model)["aligner"]
+    if aligner == "arcface-5":
+        shapes = _five_points(image, detections)
+    else:
+        shapes = _detect.landmarks(image, detections, 5)
+    return _aligned(image, shapes, aligner)
 
 
 def encode(

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from convlens.errors import ConvlensError
-from convlens.faces import align as _align
 from convlens.faces import detect as _detect
 from convlens.faces.box import Box
 from convlens.faces.liveness import Challenge, LivenessMonitor, LivenessVerdict
@@ -169,11 +168,11 @@ class Watcher:
                 due.append((t, q))
         if not due:
             return
-        dets = [_detect.Detection(t.rect, 0.0, "track") for t, _ in due]
-        chips = _align.align_image(frame.rgb, _detect.landmarks(frame.rgb, dets, 5))
-        from convlens.faces.pipeline import embed_chips
+        from convlens.faces.pipeline import chips_for_detections, embed_chips
 
-        embs = embed_chips(chips, self._encoder())
+        dets = [_detect.Detection(t.rect, 0.0, "track") for t, _ in due]
+        encoder = self._encoder()
+        embs = embed_chips(chips_for_detections(frame.rgb, dets, encoder), encoder)
         for (t, q), e in zip(due, embs, strict=True):
             s = t.state
             if len(s.embeddings) >= o.max_embeddings:  # a better view replaces the worst
