@@ -3,7 +3,8 @@
     python benchmarks/fuzz_images.py [--count 10000] [--seed 0] [--max-minutes 60]
     CONVLENS_SLOW=1 pytest tests/test_hardening_slow.py   (a shorter run of the same)
 
-Two parts, both through convlens.faces' default detector ("auto": HOG, then the CNN):
+Two parts, both through convlens.faces' default detector (DEFAULT_DETECTOR: YuNet since the
+open-set work; "auto", HOG then dlib's CNN, before it):
   1. budget: real-size photos (12 MP with no face, 2 MP upside down, a 50 MP JPEG at the
      decode limit, a 100 MP header) each in a fresh child: peak RSS (VmHWM) and wall time
      against the stated budget (<= 2 GB, <= 10 s for 12 MP);
