@@ -96,7 +96,7 @@ def test_enrol_identify_and_forget_through_the_page(browser, tmp_path, photos_di
         _enrol_synthetic(server, keys["enroll"])  # people enough for a calibration plot
         page.get_by_role("button", name="Threshold").click()
         page.wait_for_selector("#calibration-plot:not([hidden])")
-        assert "default (dlib convention)" in page.locator("#threshold-info").inner_text()
+        assert "shipped default for sface" in page.locator("#threshold-info").inner_text()
         assert "EER" in page.locator("#calibration").inner_text()
         page.screenshot(path=SHOTS / "threshold.png", full_page=True)
 

@@ -113,6 +113,7 @@ def test_hnsw_search_above_the_ann_size(url, monkeypatch):
     names, vecs, centres = _data(rng, people=200, per=3)
     with Gallery(url, model_id=MODEL) as g:
         g.enroll_batch(names, vecs, model_id=MODEL)
+        g.set_threshold(0.6, {"source": "test"})  # a test encoder ships no τ (issue 10)
         exact = g.identify_embeddings(centres, k=1)
         monkeypatch.setattr(search, "ANN_MIN_SIZE", 100)
         approx = g.identify_embeddings(centres, k=1)

@@ -28,8 +28,8 @@ def face_json(match) -> dict:
     """A FaceMatch with the decision spelled out for the face and each candidate."""
     out = match.to_json()
     out["decision"] = "match" if match.name is not None else "unknown"
-    for c in out["candidates"]:
-        c["match"] = c["distance"] <= match.threshold
+    for c in out["candidates"]:  # τ None: an uncalibrated gallery names nobody
+        c["match"] = match.threshold is not None and c["distance"] <= match.threshold
     return out
 
 
@@ -83,15 +83,25 @@ async def verify(request: Request) -> dict:
             }
         other = images.one_image(files, "image2", svc.config.max_pixels)
         a, b = (_largest(faces, g, x, label) for x, label in ((img, "image"), (other, "image2")))
-        d = float(faces.distance(a, b))
+        d, tau = float(faces.distance(a, b)), g.threshold
+        if tau is None:
+            raise uncalibrated()
         return {
-            "match": d <= g.threshold,
+            "match": d <= tau,
             "distance": d,
             "boxes": [list(a.box), list(b.box)],
             "threshold": threshold_json(g),
         }
 
     return await svc.pool.run(work)
+
+
+def uncalibrated() -> ApiError:
+    return ApiError(
+        409,
+        "uncalibrated",
+        "no threshold for this encoder: calibrate the gallery first (POST /calibration)",
+    )
 
 
 def _largest(faces, g, img, label: str):
