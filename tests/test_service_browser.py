@@ -57,7 +57,9 @@ def _enrol_synthetic(server, key: str) -> None:
         urllib.request.urlopen(req, timeout=30).close()
 
 
-def test_enrol_identify_and_forget_through_the_page(browser, tmp_path, photos_dir, styles_dir):
+def test_enrol_identify_and_forget_through_the_page(
+    browser, tmp_path, photos_dir, styles_dir, liveness_dir
+):
     styles = styles_dir
     keys = make_keys(tmp_path / "keys.db")
     obama = _small(photos_dir / "obama.jpg", tmp_path / "obama.jpg")
@@ -110,6 +112,16 @@ def test_enrol_identify_and_forget_through_the_page(browser, tmp_path, photos_di
         expect(page.locator("#style-state")).to_have_text("done")
         assert page.locator("#style-progress").get_attribute("max") == "3"
         page.screenshot(path=SHOTS / "style.png", full_page=True)
+
+        page.get_by_role("button", name="Liveness").click()
+        clip = liveness_dir / "live_video" / "grid_bbaf2n.mpg"
+        page.get_by_label("A short clip").set_input_files(str(clip))
+        page.get_by_role("button", name="Check").click()
+        page.wait_for_selector("#liveness-list li", timeout=60_000)
+        (track,) = page.locator("#liveness-list li").all_inner_texts()
+        assert track.startswith("LIVE (expression") and "unknown" in track  # not enrolled
+        expect(page.locator("#message")).to_contain_text("1 face(s) in 360x288")
+        page.screenshot(path=SHOTS / "liveness.png", full_page=True)
 
         page.get_by_role("button", name="People").click()
         page.get_by_role("button", name="Forget obama").click()

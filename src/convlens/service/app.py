@@ -118,7 +118,7 @@ def check_name(name) -> str:
 
 def create_app(config: ServiceConfig) -> FastAPI:
     """The service over `config.db`; routes under /api/v1, the page under /app/."""
-    from convlens.service import routes_faces, routes_people, routes_style
+    from convlens.service import routes_faces, routes_people, routes_style, routes_video
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -142,7 +142,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             allow_headers=["x-api-key", "authorization", "content-type"],
         )
     app.add_middleware(RequestGuard, max_body=config.max_body, body_timeout=config.body_timeout)
-    for module in (routes_people, routes_faces, routes_style):
+    for module in (routes_people, routes_faces, routes_video, routes_style):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.get("/health", tags=["service"])
