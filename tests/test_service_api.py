@@ -191,6 +191,11 @@ def test_photos_rename_paging_and_calibration(env):
 
     cal = c.get("/api/v1/calibration", headers=_h(keys, "read")).json()
     assert cal["people"] == 7 and cal["report"]["eer"] < 0.05
+    o = cal["report"]["open_set"]  # one-shot: 3 of 7 people enrolled from their first photo
+    assert o["enrolled"] == 3 and o["rank1"] == 1.0
+    assert o["enrolled"] + o["mated_probes"] + o["non_mated_probes"] == cal["photos"] == 18
+    for fpir in ("0.01", "0.001"):  # too few strangers to measure: said, not hidden
+        assert o["at_fpir"][fpir]["measurable"] is False and 0 <= o["at_fpir"][fpir]["dir"] <= 1
     png = c.get("/api/v1/calibration/plot.png", headers=_h(keys, "read"))
     assert png.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size[0] > 200
@@ -199,6 +204,15 @@ def test_photos_rename_paging_and_calibration(env):
     tau = c.post("/api/v1/calibration", headers=_h(keys), json={"far": 0.01}).json()
     assert tau["value"] != shipped_threshold(model_id)[0] and tau["provenance"]["far"] == 0.01
     assert "calibrated on the gallery" in tau["provenance"]["source"]
+    assert c.get("/api/v1/threshold", headers=_h(keys, "read")).json() == tau
+    tau = c.post("/api/v1/calibration", headers=_h(keys), json={"fpir": 0.2}).json()
+    p = tau["provenance"]
+    assert p["fpir"] == 0.2 and p["protocol"] == "one-shot open set" and p["enrolled"] == 3
+    assert p["dir"] == 1.0 and tau["value"] > 0  # well-separated made-up people
+    r = c.post("/api/v1/calibration", headers=_h(keys), json={"fpir": 0.001})
+    assert r.status_code == 400 and "stranger photos" in r.json()["error"]["message"]
+    r = c.post("/api/v1/calibration", headers=_h(keys), json={"far": 0.1, "fpir": 0.1})
+    assert r.status_code == 400 and "one of far or fpir" in r.json()["error"]["message"]
     assert c.get("/api/v1/threshold", headers=_h(keys, "read")).json() == tau
 
 

@@ -100,6 +100,8 @@ def test_enrol_identify_and_forget_through_the_page(
         page.wait_for_selector("#calibration-plot:not([hidden])")
         assert "shipped default for sface" in page.locator("#threshold-info").inner_text()
         assert "EER" in page.locator("#calibration").inner_text()
+        assert "DIR" in page.locator("#open-set").inner_text()
+        assert "at FPIR 0.01" in page.locator("#open-set").inner_text()
         page.screenshot(path=SHOTS / "threshold.png", full_page=True)
 
         page.get_by_role("button", name="Style").click()

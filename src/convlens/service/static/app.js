@@ -248,11 +248,20 @@ async function loadThreshold() {
       `${(100 * r.eer).toFixed(2)} % at τ = ${r.eer_threshold.toFixed(3)}; ` +
       Object.entries(r.tar_at_far).map(([far, e]) =>
         `TAR ${(100 * e.tar).toFixed(1)} % at FAR ${far}${e.measurable ? "" : " (too few pairs)"}`).join("; ");
+    const o = r.open_set;
+    $("#open-set").textContent = o
+      ? `Open set, one-shot (${o.enrolled} people enrolled from one photo, ${o.mated_probes} of ` +
+        `their other photos, ${o.non_mated_probes} photos of strangers): rank-1 ` +
+        `${(100 * o.rank1).toFixed(1)} %; ` + Object.entries(o.at_fpir).map(([f, e]) =>
+          `DIR ${(100 * e.dir).toFixed(1)} % at FPIR ${f}` +
+          (e.measurable ? ` (τ = ${e.threshold.toFixed(3)})` : " (too few strangers to measure)")).join("; ")
+      : `No open-set figures: ${r.open_set_note}`;
     const blob = await (await api("/calibration/plot.png")).blob();
     plot.src = URL.createObjectURL(blob);
     plot.hidden = false;
   } catch (e) {
     cal.textContent = `No calibration plot: ${e.message}`;
+    $("#open-set").textContent = "";
     plot.hidden = true;
   }
 }
