@@ -282,4 +282,20 @@ def test_openapi_and_health(env):
     assert c.get("/health").json()["status"] == "ok"
     paths = c.get("/openapi.json").json()["paths"]
     assert {"/api/v1/identify", "/api/v1/people/{name}/photos", "/api/v1/style/jobs"} <= set(paths)
-    assert c.get("/docs").status_code == 200
+    assert {"/api/v1/liveness", "/api/v1/verify/live"} <= set(paths)
+
+
+def test_docs_page_loads_everything_from_the_service(env):
+    """Swagger UI names no other host: its script and styles are served here."""
+    import re
+
+    c, _, _ = env
+    html = c.get("/docs").text
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html)
+    assert urls and not [u for u in urls if "//" in u], urls  # no http(s):// or //cdn
+    for url in urls:
+        r = c.get(url)
+        assert r.status_code == 200, url
+        if url.endswith(".js"):
+            assert len(r.content) > 500_000 and "javascript" in r.headers["content-type"]
+    assert c.get("/redoc").status_code == 404  # ReDoc would fetch its logo from a CDN

@@ -137,8 +137,31 @@ def test_enrol_identify_and_forget_through_the_page(
         status, body = server.get_json("/api/v1/people", keys["read"])
         assert "obama" not in {p["name"] for p in body["people"]}
 
+        _docs_render_offline(browser, server)
+
         phone = browser.new_page(viewport={"width": 375, "height": 740})
         phone.goto(server.url + "/app/")
         width = phone.evaluate("document.documentElement.scrollWidth")
         assert width <= 375  # no sideways scrolling on a phone
         phone.screenshot(path=SHOTS / "phone.png", full_page=True)
+
+
+def _docs_render_offline(browser, server) -> None:
+    """/docs (Swagger UI) renders every endpoint with every other host blocked."""
+    outside = []
+
+    def only_the_service(route):
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.route("**/*", only_the_service)
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert {"/api/v1/identify", "/api/v1/liveness", "/api/v1/calibration"} <= set(paths)
+    page.screenshot(path=SHOTS / "docs.png")
+    assert not outside, outside

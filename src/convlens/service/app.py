@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from convlens.service import errors
@@ -125,7 +126,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         yield
         app.state.service.close()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI) loads its script and styles from this
+    # process (/docs-assets), not from a CDN: it works offline. No /redoc: ReDoc's script
+    # still fetches its logo from Redocly's CDN.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
+        redoc_url=None,
         title="convlens",
         version=API_VERSION,
         description="Face verification and recognition, and neural style transfer, over HTTP. "
