@@ -16,6 +16,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 from service_live import make_keys  # noqa: E402
 
+from convlens.faces.gallery.policy import shipped_threshold  # noqa: E402
 from convlens.service import ServiceConfig, create_app  # noqa: E402
 
 
@@ -72,11 +73,11 @@ def test_enrol_identify_verify_and_forget(env):
         assert [c["match"] for c in f["candidates"]] == [
             c["distance"] <= body["threshold"]["value"] for c in f["candidates"]
         ]
-    assert body["threshold"] == {
-        "value": 0.6,
-        "scorer": "distance",
-        "provenance": {"source": "default (dlib convention)", "threshold": 0.6},
-    }
+    tau = body["threshold"]
+    shipped, info = shipped_threshold(c.get("/api/v1/model", headers=_h(keys)).json()["model_id"])
+    assert tau["value"] == shipped and tau["scorer"] == "distance"
+    assert tau["provenance"]["calibrated"] is False and tau["provenance"]["set"] == info["set"]
+    assert tau["provenance"]["source"].startswith("shipped default for sface")
 
     r = c.post(
         "/api/v1/verify",
@@ -84,13 +85,13 @@ def test_enrol_identify_verify_and_forget(env):
         files={"image": _file(photos / "obama2.jpg")},
         data={"name": "obama"},
     )
-    assert r.json()["match"] is True and r.json()["distance"] < 0.6
+    assert r.json()["match"] is True and r.json()["distance"] < shipped
     r = c.post(
         "/api/v1/verify",
         headers=_h(keys, "recognize"),
         files={"image": _file(photos / "obama2.jpg"), "image2": _file(photos / "biden.jpg")},
     )
-    assert r.json()["match"] is False and r.json()["distance"] > 0.6
+    assert r.json()["match"] is False and r.json()["distance"] > shipped
 
     # the same photo cannot be someone else too
     r = c.post(
@@ -131,6 +132,31 @@ def test_detect_and_embeddings_round_trip(env):
     assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_model"
 
 
+def test_an_uncalibrated_gallery_names_nobody_and_refuses_to_verify(env, monkeypatch):
+    """An encoder without a shipped τ (a custom --model) and no calibration: identify answers
+    with candidates but no name, verify is a 409 telling what to do (was a 500)."""
+    from convlens.faces.gallery import policy
+
+    c, keys, photos = env
+    monkeypatch.setattr(policy, "shipped_threshold", lambda model_id: (None, {}))
+    r = c.post(
+        "/api/v1/identify",
+        headers=_h(keys, "recognize"),
+        files={"image": _file(photos / "biden.jpg")},
+    )
+    assert r.status_code == 200, r.text
+    (face,) = r.json()["faces"]
+    assert face["name"] is None and face["candidates"][0]["name"] == "biden"
+    assert face["candidates"][0]["match"] is False and r.json()["threshold"]["value"] is None
+    for data, files in (
+        ({"name": "biden"}, {"image": _file(photos / "biden.jpg")}),
+        ({}, {"image": _file(photos / "biden.jpg"), "image2": _file(photos / "obama2.jpg")}),
+    ):
+        r = c.post("/api/v1/verify", headers=_h(keys, "recognize"), data=data, files=files)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "uncalibrated", r.text
+        assert "g.db" not in r.text
+
+
 def _unit(rng, n, dim=128):
     v = rng.normal(size=(n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -165,14 +191,28 @@ def test_photos_rename_paging_and_calibration(env):
 
     cal = c.get("/api/v1/calibration", headers=_h(keys, "read")).json()
     assert cal["people"] == 7 and cal["report"]["eer"] < 0.05
+    o = cal["report"]["open_set"]  # one-shot: 3 of 7 people enrolled from their first photo
+    assert o["enrolled"] == 3 and o["rank1"] == 1.0
+    assert o["enrolled"] + o["mated_probes"] + o["non_mated_probes"] == cal["photos"] == 18
+    for fpir in ("0.01", "0.001"):  # too few strangers to measure: said, not hidden
+        assert o["at_fpir"][fpir]["measurable"] is False and 0 <= o["at_fpir"][fpir]["dir"] <= 1
     png = c.get("/api/v1/calibration/plot.png", headers=_h(keys, "read"))
     assert png.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size[0] > 200
     r = c.post("/api/v1/calibration", headers=_h(keys, "enroll"), json={"far": 0.01})
     assert r.status_code == 403
     tau = c.post("/api/v1/calibration", headers=_h(keys), json={"far": 0.01}).json()
-    assert tau["value"] != 0.6 and tau["provenance"]["far"] == 0.01
+    assert tau["value"] != shipped_threshold(model_id)[0] and tau["provenance"]["far"] == 0.01
     assert "calibrated on the gallery" in tau["provenance"]["source"]
+    assert c.get("/api/v1/threshold", headers=_h(keys, "read")).json() == tau
+    tau = c.post("/api/v1/calibration", headers=_h(keys), json={"fpir": 0.2}).json()
+    p = tau["provenance"]
+    assert p["fpir"] == 0.2 and p["protocol"] == "one-shot open set" and p["enrolled"] == 3
+    assert p["dir"] == 1.0 and tau["value"] > 0  # well-separated made-up people
+    r = c.post("/api/v1/calibration", headers=_h(keys), json={"fpir": 0.001})
+    assert r.status_code == 400 and "stranger photos" in r.json()["error"]["message"]
+    r = c.post("/api/v1/calibration", headers=_h(keys), json={"far": 0.1, "fpir": 0.1})
+    assert r.status_code == 400 and "one of far or fpir" in r.json()["error"]["message"]
     assert c.get("/api/v1/threshold", headers=_h(keys, "read")).json() == tau
 
 
@@ -242,4 +282,20 @@ def test_openapi_and_health(env):
     assert c.get("/health").json()["status"] == "ok"
     paths = c.get("/openapi.json").json()["paths"]
     assert {"/api/v1/identify", "/api/v1/people/{name}/photos", "/api/v1/style/jobs"} <= set(paths)
-    assert c.get("/docs").status_code == 200
+    assert {"/api/v1/liveness", "/api/v1/verify/live"} <= set(paths)
+
+
+def test_docs_page_loads_everything_from_the_service(env):
+    """Swagger UI names no other host: its script and styles are served here."""
+    import re
+
+    c, _, _ = env
+    html = c.get("/docs").text
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html)
+    assert urls and not [u for u in urls if "//" in u], urls  # no http(s):// or //cdn
+    for url in urls:
+        r = c.get(url)
+        assert r.status_code == 200, url
+        if url.endswith(".js"):
+            assert len(r.content) > 500_000 and "javascript" in r.headers["content-type"]
+    assert c.get("/redoc").status_code == 404  # ReDoc would fetch its logo from a CDN

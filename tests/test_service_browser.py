@@ -57,7 +57,9 @@ def _enrol_synthetic(server, key: str) -> None:
         urllib.request.urlopen(req, timeout=30).close()
 
 
-def test_enrol_identify_and_forget_through_the_page(browser, tmp_path, photos_dir, styles_dir):
+def test_enrol_identify_and_forget_through_the_page(
+    browser, tmp_path, photos_dir, styles_dir, liveness_dir
+):
     styles = styles_dir
     keys = make_keys(tmp_path / "keys.db")
     obama = _small(photos_dir / "obama.jpg", tmp_path / "obama.jpg")
@@ -96,8 +98,10 @@ def test_enrol_identify_and_forget_through_the_page(browser, tmp_path, photos_di
         _enrol_synthetic(server, keys["enroll"])  # people enough for a calibration plot
         page.get_by_role("button", name="Threshold").click()
         page.wait_for_selector("#calibration-plot:not([hidden])")
-        assert "default (dlib convention)" in page.locator("#threshold-info").inner_text()
+        assert "shipped default for sface" in page.locator("#threshold-info").inner_text()
         assert "EER" in page.locator("#calibration").inner_text()
+        assert "DIR" in page.locator("#open-set").inner_text()
+        assert "at FPIR 0.01" in page.locator("#open-set").inner_text()
         page.screenshot(path=SHOTS / "threshold.png", full_page=True)
 
         page.get_by_role("button", name="Style").click()
@@ -111,6 +115,16 @@ def test_enrol_identify_and_forget_through_the_page(browser, tmp_path, photos_di
         assert page.locator("#style-progress").get_attribute("max") == "3"
         page.screenshot(path=SHOTS / "style.png", full_page=True)
 
+        page.get_by_role("button", name="Liveness").click()
+        clip = liveness_dir / "live_video" / "grid_bbaf2n.mpg"
+        page.get_by_label("A short clip").set_input_files(str(clip))
+        page.get_by_role("button", name="Check").click()
+        page.wait_for_selector("#liveness-list li", timeout=60_000)
+        (track,) = page.locator("#liveness-list li").all_inner_texts()
+        assert track.startswith("LIVE (expression") and "unknown" in track  # not enrolled
+        expect(page.locator("#message")).to_contain_text("1 face(s) in 360x288")
+        page.screenshot(path=SHOTS / "liveness.png", full_page=True)
+
         page.get_by_role("button", name="People").click()
         page.get_by_role("button", name="Forget obama").click()
         page.get_by_role("button", name="Cancel").click()  # the confirmation protects
@@ -123,8 +137,31 @@ def test_enrol_identify_and_forget_through_the_page(browser, tmp_path, photos_di
         status, body = server.get_json("/api/v1/people", keys["read"])
         assert "obama" not in {p["name"] for p in body["people"]}
 
+        _docs_render_offline(browser, server)
+
         phone = browser.new_page(viewport={"width": 375, "height": 740})
         phone.goto(server.url + "/app/")
         width = phone.evaluate("document.documentElement.scrollWidth")
         assert width <= 375  # no sideways scrolling on a phone
         phone.screenshot(path=SHOTS / "phone.png", full_page=True)
+
+
+def _docs_render_offline(browser, server) -> None:
+    """/docs (Swagger UI) renders every endpoint with every other host blocked."""
+    outside = []
+
+    def only_the_service(route):
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.route("**/*", only_the_service)
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert {"/api/v1/identify", "/api/v1/liveness", "/api/v1/calibration"} <= set(paths)
+    page.screenshot(path=SHOTS / "docs.png")
+    assert not outside, outside

@@ -21,6 +21,7 @@ from service_live import LiveServer, make_keys  # noqa: E402
 from convlens.errors import ConvlensError  # noqa: E402
 from convlens.faces import search  # noqa: E402
 from convlens.faces.gallery import Gallery  # noqa: E402
+from convlens.faces.gallery.postgres import PostgresStore  # noqa: E402
 
 MODEL = "test-encoder"
 
@@ -113,8 +114,14 @@ def test_hnsw_search_above_the_ann_size(url, monkeypatch):
     names, vecs, centres = _data(rng, people=200, per=3)
     with Gallery(url, model_id=MODEL) as g:
         g.enroll_batch(names, vecs, model_id=MODEL)
+        g.set_threshold(0.6, {"source": "test"})  # a test encoder ships no τ (issue 10)
         exact = g.identify_embeddings(centres, k=1)
         monkeypatch.setattr(search, "ANN_MIN_SIZE", 100)
+
+        def full_count(self):
+            raise AssertionError("a COUNT(*) of every row on each search")
+
+        monkeypatch.setattr(PostgresStore, "count", full_count)
         approx = g.identify_embeddings(centres, k=1)
         import psycopg
 

@@ -274,19 +274,6 @@ def _aligned(image: np.ndarray, shapes: list[np.ndarray], aligner: str) -> np.nd
     return _align.align_image(image, shapes)
 
 
-def chips_for_detections(image: np.ndarray, detections: list, model=None) -> np.ndarray:
-    """Aligned chips uint8 (N, S, S, 3) of faces already found (e.g. tracked across video
-    frames), made the way `model`'s registry entry says (None: DEFAULT_ENCODER)."""
-    from convlens.models.face_models import encoder_extras
-
-    aligner = encoder_extras(model)["aligner"]
-    if aligner == "arcface-5":
-        shapes = _five_points(image, detections)
-    else:
-        shapes = _detect.landmarks(image, detections, 5)
-    return _aligned(image, shapes, aligner)
-
-
 def encode(
     image: ImageInput,
     detector: str = DEFAULT_DETECTOR,

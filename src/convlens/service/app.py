@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from convlens.service import errors
@@ -118,14 +119,19 @@ def check_name(name) -> str:
 
 def create_app(config: ServiceConfig) -> FastAPI:
     """The service over `config.db`; routes under /api/v1, the page under /app/."""
-    from convlens.service import routes_faces, routes_people, routes_style
+    from convlens.service import routes_faces, routes_people, routes_style, routes_video
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         app.state.service.close()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI) loads its script and styles from this
+    # process (/docs-assets), not from a CDN: it works offline. No /redoc: ReDoc's script
+    # still fetches its logo from Redocly's CDN.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
+        redoc_url=None,
         title="convlens",
         version=API_VERSION,
         description="Face verification and recognition, and neural style transfer, over HTTP. "
@@ -142,7 +148,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             allow_headers=["x-api-key", "authorization", "content-type"],
         )
     app.add_middleware(RequestGuard, max_body=config.max_body, body_timeout=config.body_timeout)
-    for module in (routes_people, routes_faces, routes_style):
+    for module in (routes_people, routes_faces, routes_video, routes_style):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.get("/health", tags=["service"])

@@ -26,6 +26,8 @@ class ServiceConfig:
     bucket; 0 turns it off). header_timeout/body_timeout: seconds a client may take to send
     its request line and headers, and between two pieces of its body (slow clients).
     cors_origins: origins allowed to call from a browser (none by default).
+    clip_max_*: a liveness clip's bytes, seconds, frames and pixels per frame, checked from
+    its header before decoding (400/413 beyond) and again while it decodes.
     """
 
     db: str | os.PathLike
@@ -43,4 +45,8 @@ class ServiceConfig:
     cors_origins: tuple[str, ...] = ()
     style_max_size: int = 512
     style_max_steps: int = 500
+    clip_max_bytes: int = 8 * 1024 * 1024
+    clip_max_seconds: float = 10.0
+    clip_max_frames: int = 300
+    clip_max_pixels: int = 2_100_000  # 1920x1088
     style_jobs: int = 4  # jobs kept (queued, running or finished) at once

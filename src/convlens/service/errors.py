@@ -31,6 +31,8 @@ def from_library(e: ConvlensError, hide: str = "") -> ApiError:
 
     if isinstance(e, NoSuchPerson) or "no such gallery" in text:
         return ApiError(404, "not_found", text)
+    if "no threshold for encoder" in text:
+        return ApiError(409, "uncalibrated", text)
     if "already in the gallery" in text or "already enrolled as" in text:
         return ApiError(409, "conflict", text)
     return ApiError(400, "bad_input", text)

@@ -67,8 +67,9 @@ def from_base64(text: str, label: str) -> bytes:
 async def request_parts(request: Request) -> tuple[dict, dict[str, list[bytes]]]:
     """(fields, files) of a multipart form or a JSON object.
 
-    In JSON, images are base64 strings under "image"/"image2"/"style" or lists under
-    "images"; in a form, files under the same names (several "images" files allowed).
+    In JSON, images are base64 strings under "image"/"image2"/"style" (a clip under "video")
+    or lists under "images"; in a form, files under the same names (several "images" files
+    allowed).
     """
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
@@ -79,7 +80,7 @@ async def request_parts(request: Request) -> tuple[dict, dict[str, list[bytes]]]
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", "body must be a JSON object")
         files: dict[str, list[bytes]] = {}
-        for name in ("image", "image2", "content", "style", "images"):
+        for name in ("image", "image2", "content", "style", "images", "video"):
             value = body.pop(name, None)
             if value is None:
                 continue

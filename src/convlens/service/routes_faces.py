@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from convlens.errors import ConvlensError
 from convlens.service import images
 from convlens.service.app import check_name, require, service
 from convlens.service.errors import ApiError
@@ -28,8 +29,8 @@ def face_json(match) -> dict:
     """A FaceMatch with the decision spelled out for the face and each candidate."""
     out = match.to_json()
     out["decision"] = "match" if match.name is not None else "unknown"
-    for c in out["candidates"]:
-        c["match"] = c["distance"] <= match.threshold
+    for c in out["candidates"]:  # τ None: an uncalibrated gallery names nobody
+        c["match"] = match.threshold is not None and c["distance"] <= match.threshold
     return out
 
 
@@ -83,15 +84,25 @@ async def verify(request: Request) -> dict:
             }
         other = images.one_image(files, "image2", svc.config.max_pixels)
         a, b = (_largest(faces, g, x, label) for x, label in ((img, "image"), (other, "image2")))
-        d = float(faces.distance(a, b))
+        d, tau = float(faces.distance(a, b)), g.threshold
+        if tau is None:
+            raise uncalibrated()
         return {
-            "match": d <= g.threshold,
+            "match": d <= tau,
             "distance": d,
             "boxes": [list(a.box), list(b.box)],
             "threshold": threshold_json(g),
         }
 
     return await svc.pool.run(work)
+
+
+def uncalibrated() -> ApiError:
+    return ApiError(
+        409,
+        "uncalibrated",
+        "no threshold for this encoder: calibrate the gallery first (POST /calibration)",
+    )
 
 
 def _largest(faces, g, img, label: str):
@@ -173,28 +184,53 @@ async def threshold(request: Request) -> dict:
     return await service(request).pool.run(threshold_json)
 
 
-def _gallery_scores(g):
-    from convlens.faces import calibrate
+def _gallery_data(g):
+    """The gallery's own embeddings as calibrate's labelled data (409 when too few)."""
+    from convlens.faces.calibrate import LabelledEmbeddings
 
     vecs, labels = g.labelled_embeddings()
     if len(set(labels.tolist())) < 2 or len(labels) == len(set(labels.tolist())):
         raise ApiError(
             409, "not_enough_data", "calibration needs two people and someone with two photos"
         )
-    d, same = calibrate.pair_scores(vecs, labels)
-    return d, same, len(labels), len(set(labels.tolist()))
+    return LabelledEmbeddings(vecs, labels, [], g.encoder_model_id())
+
+
+def _gallery_scores(g):
+    from convlens.faces import calibrate
+
+    data = _gallery_data(g)
+    d, same = calibrate.pair_scores(data.embeddings, data.labels)
+    return d, same, len(data.labels), len(set(data.labels.tolist()))
+
+
+def _report(g, far: float | None = None, fpir: float | None = None) -> tuple[dict, int, int]:
+    """calibrate's report on the gallery's own embeddings, as `convlens faces calibrate`
+    prints it: pairs (EER, TAR at each FAR) and the one-shot open set (DIR at each FPIR;
+    null, with the reason, when the gallery cannot be split into enrolled and strangers)."""
+    from convlens.faces import calibrate
+
+    data = _gallery_data(g)
+    d, same = calibrate.pair_scores(data.embeddings, data.labels)
+    report = calibrate.calibration_report(d, same, (*calibrate.FARS, *([far] if far else [])))
+    try:
+        fpirs = (*calibrate.FPIRS, *([fpir] if fpir else []))
+        report["open_set"] = calibrate.open_set(data, fpirs)
+    except ConvlensError as e:
+        if fpir is not None:
+            raise
+        report["open_set"], report["open_set_note"] = None, str(e)
+    return report, len(data.labels), len(set(data.labels.tolist()))
 
 
 @router.get("/calibration", dependencies=[require("read")])
 async def calibration(request: Request) -> dict:
     """EER, best accuracy and TAR at FAR 1e-2/1e-3/1e-4 over every pair of the gallery's own
-    embeddings, beside the τ in use and its provenance."""
+    embeddings, and the one-shot open-set DIR at FPIR 1e-2/1e-3 (half the people enrolled
+    from one photo, the rest strangers), beside the τ in use and its provenance."""
 
     def work(g):
-        from convlens.faces import calibrate
-
-        d, same, n, people = _gallery_scores(g)
-        report = calibrate.calibration_report(d, same)
+        report, n, people = _report(g)
         return {"report": report, "photos": n, "people": people, "threshold": threshold_json(g)}
 
     return await service(request).pool.run(work)
@@ -216,36 +252,47 @@ async def calibration_plot(request: Request) -> Response:
     return Response(await service(request).pool.run(work), media_type="image/png")
 
 
+def _rate(fields: dict) -> tuple[str, float]:
+    """("far" | "fpir", value) from {"far": 0.01} or {"fpir": 0.01}."""
+    given = [k for k in ("far", "fpir") if fields.get(k) is not None]
+    if len(given) != 1:
+        raise ApiError(400, "bad_request", 'send one of far or fpir, such as {"far": 0.01}')
+    try:
+        value = float(fields[given[0]])
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_request", f"{given[0]} must be a number such as 0.01") from None
+    if not 0 < value < 1:
+        raise ApiError(400, "bad_request", f"{given[0]} must be in (0, 1)")
+    return given[0], value
+
+
 @router.post("/calibration", dependencies=[require("admin")])
 async def set_threshold(request: Request) -> dict:
-    """Store τ for a target FAR ({"far": 0.01}) read off the gallery's own pairs."""
+    """Store τ for a target FAR ({"far": 0.01}, read off the gallery's own pairs) or FPIR
+    ({"fpir": 0.01}, off its one-shot open set), with its provenance."""
     fields, _ = await images.request_parts(request)
-    try:
-        far = float(fields.get("far"))
-    except (TypeError, ValueError):
-        raise ApiError(400, "bad_request", "far must be a number such as 0.01") from None
-    if not 0 < far < 1:
-        raise ApiError(400, "bad_request", "far must be in (0, 1)")
+    kind, rate = _rate(fields)
 
     def work(g):
         from convlens.faces import calibrate
 
-        d, same, n, people = _gallery_scores(g)
-        report = calibrate.calibration_report(d, same, (*calibrate.FARS, far))
-        tau = calibrate.choose_threshold(report, far)
-        entry = report["tar_at_far"][f"{far:g}"]
-        g.set_threshold(
-            tau,
-            {
-                "source": f"calibrated on the gallery ({n} photos, {people} "
-                "people) through the service",
-                "far": far,
-                "tar": entry["tar"],
-                "model_id": g.encoder_model_id(),
-                "genuine_pairs": report["genuine_pairs"],
-                "impostor_pairs": report["impostor_pairs"],
-            },
-        )
+        report, n, people = _report(g, **{kind: rate})
+        info = {
+            "source": f"calibrated on the gallery ({n} photos, {people} people) via the service",
+            "model_id": g.encoder_model_id(),
+            "genuine_pairs": report["genuine_pairs"],
+            "impostor_pairs": report["impostor_pairs"],
+        }
+        if kind == "far":
+            tau = calibrate.choose_threshold(report, rate)
+            info.update(far=rate, tar=report["tar_at_far"][f"{rate:g}"]["tar"])
+        else:
+            o = report["open_set"]
+            tau = calibrate.choose_open_set_threshold(o, rate)
+            info.update(fpir=rate, dir=o["at_fpir"][f"{rate:g}"]["dir"])
+            info.update(protocol="one-shot open set", enrolled=o["enrolled"])
+            info.update(non_mated_probes=o["non_mated_probes"])
+        g.set_threshold(tau, info)
         return threshold_json(g)
 
     return await service(request).pool.run(work)

@@ -60,6 +60,30 @@ def register(subparsers) -> None:
         help="pixels per image, read before decoding (default 40)",
     )
     p.add_argument(
+        "--max-clip-mb",
+        type=opt.float_range(0.01, 1024),
+        default=8.0,
+        help="liveness clip size limit in MB (default 8; the body limit applies too)",
+    )
+    p.add_argument(
+        "--max-clip-seconds",
+        type=opt.float_range(0.1, 600),
+        default=10.0,
+        help="liveness clip duration limit, read before decoding (default 10)",
+    )
+    p.add_argument(
+        "--max-clip-frames",
+        type=opt.int_range(1, 100_000),
+        default=300,
+        help="liveness clip frame limit, read before decoding (default 300)",
+    )
+    p.add_argument(
+        "--max-clip-megapixels",
+        type=opt.float_range(0.01, 40),
+        default=2.1,
+        help="pixels per clip frame, read before decoding (default 2.1: 1920x1088)",
+    )
+    p.add_argument(
         "--rate",
         type=opt.float_range(0, 1e6),
         default=20.0,
@@ -102,6 +126,10 @@ def config_from(args: argparse.Namespace):
         queue=args.queue,
         max_body=int(args.max_body_mb * 1024 * 1024),
         max_pixels=int(args.max_megapixels * 1_000_000),
+        clip_max_bytes=int(args.max_clip_mb * 1024 * 1024),
+        clip_max_seconds=args.max_clip_seconds,
+        clip_max_frames=args.max_clip_frames,
+        clip_max_pixels=int(args.max_clip_megapixels * 1_000_000),
         rate=args.rate,
         burst=args.burst,
         header_timeout=args.timeout,

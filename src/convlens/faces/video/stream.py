@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from convlens.errors import ConvlensError
+from convlens.faces import align as _align
 from convlens.faces import detect as _detect
 from convlens.faces.box import Box
 from convlens.faces.liveness import Challenge, LivenessMonitor, LivenessVerdict
@@ -168,11 +169,10 @@ class Watcher:
                 due.append((t, q))
         if not due:
             return
-        from convlens.faces.pipeline import chips_for_detections, embed_chips
+        from convlens.faces.pipeline import embed_chips
 
-        dets = [_detect.Detection(t.rect, 0.0, "track") for t, _ in due]
-        encoder = self._encoder()
-        embs = embed_chips(chips_for_detections(frame.rgb, dets, encoder), encoder)
+        net = self._encoder()
+        embs = embed_chips(_chips(frame.rgb, [t for t, _ in due], net), net)
         for (t, q), e in zip(due, embs, strict=True):
             s = t.state
             if len(s.embeddings) >= o.max_embeddings:  # a better view replaces the worst
@@ -243,6 +243,19 @@ class Watcher:
         v = t.state.monitor.verdict() if t.state.monitor is not None else None
         return TrackEvent("left", t.id, t.last_frame, t.last_time, t.box, t.state.name,
                           t.state.distance, liveness=v)  # fmt: skip
+
+
+def _chips(rgb: np.ndarray, tracks: list[Track], net) -> np.ndarray:
+    """The encoder's own chips of each track's face: ArcFace 112x112 from the track's 68
+    points mapped to five (SFace), else dlib's 150x150 from dlib's 5-point model."""
+    from convlens.models.face_models import encoder_extras
+
+    if encoder_extras(net)["aligner"] == "arcface-5":
+        from convlens.faces.align_arcface import align_image, five_points_from_dlib68
+
+        return align_image(rgb, [five_points_from_dlib68(t.landmarks) for t in tracks])
+    dets = [_detect.Detection(t.rect, 0.0, "track") for t in tracks]
+    return _align.align_image(rgb, _detect.landmarks(rgb, dets, 5))
 
 
 def identify_track(gallery, embeddings: list) -> tuple[str | None, float | None, float]:

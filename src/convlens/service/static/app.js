@@ -33,6 +33,7 @@ async function api(path, options = {}) {
 }
 
 const json = async (path, options) => (await api(path, options)).json();
+const tau = (value) => (value == null ? "none (uncalibrated)" : value.toFixed(4));
 
 function guard(fn) {
   return async (...args) => {
@@ -176,7 +177,7 @@ async function identify(file) {
   }
   canvas.hidden = false;
   const t = result.threshold;
-  say(`${result.faces.length} face(s) found; τ = ${t.value.toFixed(3)} (${t.provenance.source}).`, true);
+  say(`${result.faces.length} face(s) found; τ = ${tau(t.value)} (${t.provenance.source}).`, true);
 }
 $("#identify-file").addEventListener("change", guard(async (ev) => {
   if (ev.target.files[0]) await identify(ev.target.files[0]);
@@ -193,12 +194,43 @@ drop.addEventListener("drop", guard(async (ev) => {
   if (ev.dataTransfer.files[0]) await identify(ev.dataTransfer.files[0]);
 }));
 
+// -- liveness ---------------------------------------------------------------------------------
+function describeTrack(t) {
+  const who = t.name ?? "unknown";
+  const reasons = t.liveness.reasons.join(", ") || "no cue fired";
+  const dist = t.distance == null ? "" : `, distance ${t.distance.toFixed(3)}`;
+  return `${t.liveness.verdict.toUpperCase()} (${reasons}; score ${t.liveness.score}) — ` +
+    `${who}${dist}, seen ${t.seconds} s` + (t.open ? " — open" : "");
+}
+
+$("#liveness-form").addEventListener("submit", guard(async (ev) => {
+  ev.preventDefault();
+  const file = $("#liveness-file").files[0];
+  const name = $("#liveness-name").value.trim();
+  const form = new FormData();
+  form.append("video", file, file.name || "clip");
+  if (name) form.append("name", name);
+  const list = $("#liveness-list");
+  list.replaceChildren();
+  say("Checking the clip…", true);
+  const r = await json(name ? "/verify/live" : "/liveness", { method: "POST", body: form });
+  for (const t of name ? [r] : r.tracks) {
+    const li = document.createElement("li");
+    li.textContent = describeTrack(t);
+    li.className = t.liveness.verdict;
+    list.append(li);
+  }
+  const c = r.clip;
+  say(name ? `${name}: ${r.open ? "live and matching — open" : "not opened"}.`
+           : `${r.tracks.length} face(s) in ${c.width}x${c.height}, ${c.seconds} s.`, true);
+}));
+
 // -- threshold --------------------------------------------------------------------------------
 async function loadThreshold() {
   const t = await json("/threshold");
   const dl = $("#threshold-info");
   dl.replaceChildren();
-  const rows = { "τ": t.value.toFixed(4), scorer: t.scorer, ...t.provenance };
+  const rows = { "τ": tau(t.value), scorer: t.scorer, ...t.provenance };
   delete rows.threshold;
   for (const [k, v] of Object.entries(rows)) {
     const dt = document.createElement("dt");
@@ -216,11 +248,20 @@ async function loadThreshold() {
       `${(100 * r.eer).toFixed(2)} % at τ = ${r.eer_threshold.toFixed(3)}; ` +
       Object.entries(r.tar_at_far).map(([far, e]) =>
         `TAR ${(100 * e.tar).toFixed(1)} % at FAR ${far}${e.measurable ? "" : " (too few pairs)"}`).join("; ");
+    const o = r.open_set;
+    $("#open-set").textContent = o
+      ? `Open set, one-shot (${o.enrolled} people enrolled from one photo, ${o.mated_probes} of ` +
+        `their other photos, ${o.non_mated_probes} photos of strangers): rank-1 ` +
+        `${(100 * o.rank1).toFixed(1)} %; ` + Object.entries(o.at_fpir).map(([f, e]) =>
+          `DIR ${(100 * e.dir).toFixed(1)} % at FPIR ${f}` +
+          (e.measurable ? ` (τ = ${e.threshold.toFixed(3)})` : " (too few strangers to measure)")).join("; ")
+      : `No open-set figures: ${r.open_set_note}`;
     const blob = await (await api("/calibration/plot.png")).blob();
     plot.src = URL.createObjectURL(blob);
     plot.hidden = false;
   } catch (e) {
     cal.textContent = `No calibration plot: ${e.message}`;
+    $("#open-set").textContent = "";
     plot.hidden = true;
   }
 }
