@@ -195,3 +195,40 @@ def runnable_copy(
     dest = Path(dest_dir) / Path(src).name
     onnx.save(model, os.fspath(dest))
     return dest
+
+
+def load_ported_network(
+    path: str | os.PathLike,
+    build,
+    state_from_graph,
+    what: str,
+    known_sha256: dict[str, str],
+    id_prefix: str,
+    **read_options,
+):
+    """A network ported from an ONNX file, in eval mode on the CPU: `build(model_id=...)` made
+    on the meta device and given `state_from_graph(read_onnx_graph(path))`. The model_id is the
+    known one for a known file's sha256, else `id_prefix:stem-hash`. A file that cannot be read
+    or is not this network (`what`) raises ConvlensError naming it."""
+    import hashlib
+
+    import torch
+
+    from convlens.errors import ConvlensError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConvlensError(f"{path}: no such model file")
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        state = state_from_graph(read_onnx_graph(path, **read_options))
+    except OSError as e:
+        raise ConvlensError(f"{path}: cannot read ({e.strerror or e})") from None
+    except OnnxGraphError as e:
+        raise ConvlensError(f"{path}: not {what} ({e})") from None
+    model_id = known_sha256.get(digest, f"{id_prefix}:{path.stem}-{digest[:12]}")
+    with torch.device("meta"):
+        model = build(model_id=model_id)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()

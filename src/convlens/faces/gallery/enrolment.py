@@ -86,17 +86,9 @@ class EnrolmentRows:
         Rows whose hash is already stored for this person are skipped; a hash stored for
         someone else is refused (one photo cannot show two people's largest face).
         """
-        name = self.check_name(name)
-        if not model_id:
-            raise ConvlensError("enroll_embeddings needs the encoder's model_id")
-        self.check_model(model_id)
-        vecs = _search.check_vectors(embeddings, self.dim)
-        n = len(vecs)
-        sources = list(sources) if sources is not None else [None] * n
-        hashes = list(hashes) if hashes is not None else [None] * n
-        boxes = list(boxes) if boxes is not None else [None] * n
-        if not (len(sources) == len(hashes) == len(boxes) == n):
-            raise ConvlensError("sources, hashes and boxes must match the embeddings in number")
+        name, vecs, sources, hashes, boxes = checked_enrolment(
+            self, name, embeddings, model_id, sources, hashes, boxes
+        )
         result = EnrollResult(name)
 
         def tx(con):
@@ -185,3 +177,20 @@ class EnrolmentRows:
 
         ids = self.write(tx)
         return ids
+
+
+def checked_enrolment(store, name, embeddings, model_id, sources, hashes, boxes):
+    """enroll_embeddings' arguments checked against a store (SQLite or PostgreSQL): the name,
+    the encoder, the vectors' shape, and one source, hash and box (or None) per vector."""
+    name = store.check_name(name)
+    if not model_id:
+        raise ConvlensError("enroll_embeddings needs the encoder's model_id")
+    store.check_model(model_id)
+    vecs = _search.check_vectors(embeddings, store.dim)
+    n = len(vecs)
+    sources = list(sources) if sources is not None else [None] * n
+    hashes = list(hashes) if hashes is not None else [None] * n
+    boxes = list(boxes) if boxes is not None else [None] * n
+    if not (len(sources) == len(hashes) == len(boxes) == n):
+        raise ConvlensError("sources, hashes and boxes must match the embeddings in number")
+    return name, vecs, sources, hashes, boxes

@@ -22,7 +22,7 @@ import numpy as np
 
 from convlens.errors import ConvlensError
 from convlens.faces import search as _search
-from convlens.faces.gallery.enrolment import EnrollResult
+from convlens.faces.gallery.enrolment import EnrollResult, checked_enrolment
 from convlens.faces.gallery.rows import NoSuchPerson
 from convlens.faces.gallery.schema import now
 from convlens.faces.gallery.storage import GalleryStore, Person, Photo
@@ -289,17 +289,9 @@ class PostgresStore:
     ) -> EnrollResult:
         """As GalleryStore.enroll_embeddings: one transaction, duplicates skipped, a photo
         already enrolled as someone else refused."""
-        name = self.check_name(name)
-        if not model_id:
-            raise ConvlensError("enroll_embeddings needs the encoder's model_id")
-        self.check_model(model_id)
-        vecs = _search.check_vectors(embeddings, self.dim)
-        n = len(vecs)
-        sources = list(sources) if sources is not None else [None] * n
-        hashes = list(hashes) if hashes is not None else [None] * n
-        boxes = list(boxes) if boxes is not None else [None] * n
-        if not (len(sources) == len(hashes) == len(boxes) == n):
-            raise ConvlensError("sources, hashes and boxes must match the embeddings in number")
+        name, vecs, sources, hashes, boxes = checked_enrolment(
+            self, name, embeddings, model_id, sources, hashes, boxes
+        )
         result = EnrollResult(name)
 
         def tx(cur):
