@@ -130,3 +130,17 @@ def align_faces(
 def align_image(image: np.ndarray, landmarks: Sequence[np.ndarray], size: int = CHIP_SIZE):
     """ArcFace chips for every face of one image: landmarks is a list of (68|5, 2) arrays."""
     return align_faces([(image, pts) for pts in landmarks], size)
+
+
+def detection_points(image: np.ndarray, detections: list) -> list[np.ndarray]:
+    """ArcFace's five points per detection: the detector's own (YuNet), else dlib's 68 mapped."""
+    from convlens.faces.detect import landmarks
+
+    need = [d for d in detections if d.points is None]
+    dlib68 = iter(landmarks(image, need, 68))
+    return [
+        d.points
+        if d.points is not None
+        else five_points_from_dlib68(next(dlib68)).astype(np.float32)
+        for d in detections
+    ]

@@ -210,7 +210,9 @@ def _find(
     if not dets and whole_image_fallback:
         dets = [_detect.whole_image(image.shape)]
     if aligner == "arcface-5":
-        shapes = _five_points(image, dets)
+        from convlens.faces.align_arcface import detection_points
+
+        shapes = detection_points(image, dets)
     else:
         shapes = _detect.landmarks(image, dets, landmarks)
     faces = [
@@ -218,20 +220,6 @@ def _find(
         for d, pts in zip(dets, shapes, strict=True)
     ]
     return faces, shapes
-
-
-def _five_points(image: np.ndarray, dets: list) -> list[np.ndarray]:
-    """ArcFace's five points per detection: the detector's own (YuNet), else dlib's 68 mapped."""
-    from convlens.faces.align_arcface import five_points_from_dlib68
-
-    need = [d for d in dets if d.points is None]
-    dlib68 = iter(_detect.landmarks(image, need, 68))
-    return [
-        d.points
-        if d.points is not None
-        else five_points_from_dlib68(next(dlib68)).astype(np.float32)
-        for d in dets
-    ]
 
 
 def face_chips(
