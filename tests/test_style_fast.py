@@ -136,7 +136,6 @@ def test_stabiliser_reduces_flicker(styles_dir):
     assert calm.sum_out < 0.5 * raw.sum_out
 
 
-
 def test_flow_stabiliser_holds_strokes_on_moving_content(styles_dir):
     """A picture panning 3 px a frame: with flow warping, each output is the previous one
     moved along (the strokes travel with the content); without, the blend has nothing to hold
@@ -159,6 +158,7 @@ def test_flow_stabiliser_holds_strokes_on_moving_content(styles_dir):
             prev = out
         err[flow] = total
     assert err[True] < 0.7 * err[False], err  # measured 0.09 vs 0.17; no warp: 0.17
+
 
 def test_video_frames_written(tmp_path, styles_dir):
     from convlens.style.fast_video import stylize_video
