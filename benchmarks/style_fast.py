@@ -187,7 +187,7 @@ def johnson_vs_gatys(nets: list[Path], size: int, seconds: float) -> None:
             row = [label(photo, f"{cname} x {net.stem}")]
             for name, model in (("trained", trained), ("Magenta", arbitrary)):
                 t = time.perf_counter()
-                out = model.stylize(img, None if name == "trained" else style, size=size)
+                out = model.stylize(img, () if name == "trained" else style, size=size)
                 row.append(label(out, f"{name}: {time.perf_counter() - t:.2f} s"))
             for name, kw in BACKBONES.items():
                 out, steps = within(seconds, img, style, size=size, **kw)
