@@ -306,18 +306,19 @@ def equal_steps(args) -> None:
 # ------------------------------------------------------------------ settings grid
 
 
-GRID_BETAS = (20.0, 60.0, 200.0, 1000.0)
+GRID_BETAS = (0.002, 0.006, 0.02)
 GRID_CONTENT = ("conv4_2", "relu3_2")
 GRID_POOL = (("avg", True), ("max", False))
 
 
 def grid_photos(size: int) -> dict[str, np.ndarray]:
-    """A face (obama.jpg, its top two thirds: head and shoulders) and a landscape-ish photo
-    (skimage's rocket: sky, trees, a launch tower)."""
+    """A face (obama.jpg cropped to head and shoulders: top half, middle 60 %) and a
+    landscape-ish photo (skimage's rocket: sky, trees, a launch tower)."""
     import skimage.data as D
 
     face = contents()["obama"]
-    face = face[: face.shape[0] * 2 // 3]
+    h, w = face.shape[:2]
+    face = face[: h // 2, w // 5 : w - w // 5]
     return {"face (obama)": face, "rocket": D.rocket()}
 
 
