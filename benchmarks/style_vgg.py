@@ -127,19 +127,33 @@ def naive_loop(content: np.ndarray, style: np.ndarray, size: int, steps: int) ->
     return (time.perf_counter() - t0) / steps
 
 
-def ours(content, style, size, steps, **kw) -> tuple[float, Image.Image]:
+def _nchw_gram(a: torch.Tensor) -> torch.Tensor:
+    """The Gram as it was before the channels-last fix: (B, C, P) x (B, P, C), whose gradient
+    comes back NCHW whatever the layout of the feature map."""
+    f = a.flatten(2)
+    return f @ f.transpose(1, 2)
+
+
+def ours(content, style, size, steps, nchw_gram=False, **kw) -> tuple[float, Image.Image]:
     """Seconds per iteration of run_transfer (1 warm-up step subtracted) and the image."""
-    from convlens.style import run_transfer
+    from convlens.style import losses, run_transfer
 
     common = dict(backbone="vgg19", size=size, progress=False, device="cpu", pad=0)
-    one = run_transfer(content, style, steps=1, **common, **kw).seconds
-    r = run_transfer(content, style, steps=steps + 1, **common, **kw)
+    fixed, losses.gram = losses.gram, (_nchw_gram if nchw_gram else losses.gram)
+    try:
+        one = run_transfer(content, style, steps=1, **common, **kw).seconds
+        r = run_transfer(content, style, steps=steps + 1, **common, **kw)
+    finally:
+        losses.gram = fixed
     return (r.seconds - one) / steps, r.image
 
 
 SPEED_CONFIGS = {
     "naive (full VGG19 to pool5, NCHW, fp32)": None,
     "ours NCHW (truncated after relu5_1)": dict(features="classic", channels_last=False),
+    "ours channels-last, Gram gradient NCHW (before the fix)": dict(
+        features="classic", nchw_gram=True
+    ),
     "ours channels-last (truncated)": dict(features="classic"),
     "ours channels-last + bf16 autocast": dict(features="classic", amp=True),
 }
@@ -179,8 +193,15 @@ def speed(args) -> None:
                 "speedup_vs_naive": round(base / secs, 2), "load_avg_1_5_15": loads[name],
             })  # fmt: skip
         rows.append({"config": "bf16 vs fp32 image, mean |diff| (0..255)", "size": size,
+                     "threads": args.threads,
                      "value": round(float(np.abs(fp32 - bf16).mean()), 2)})  # fmt: skip
-    save({"vgg_speed": rows})
+        pair = [label(images["ours channels-last (truncated)"], "fp32"),
+                label(images["ours channels-last + bf16 autocast"], "bf16 autocast")]  # fmt: skip
+        save_jpeg(grid([pair]), DOCS / f"vgg19_bf16_{size}.jpg", max_kb=400)
+    done = {(r["size"], r.get("threads", 1)) for r in rows}
+    old = json.loads((RESULTS / "style.json").read_text()).get("vgg_speed", [])
+    keep = [r for r in old if (r["size"], r.get("threads", 1)) not in done]
+    save({"vgg_speed": keep + rows})
 
 
 # ------------------------------------------------------------------ gallery at equal time
@@ -282,6 +303,57 @@ def equal_steps(args) -> None:
     save({"vgg_equal_steps": {"size": args.size, "runs": runs}})
 
 
+# ------------------------------------------------------------------ settings grid
+
+
+GRID_BETAS = (0.002, 0.006, 0.02)
+GRID_CONTENT = ("conv4_2", "relu3_2")
+GRID_POOL = (("avg", True), ("max", False))
+
+
+def grid_photos(size: int) -> dict[str, np.ndarray]:
+    """A face (obama.jpg cropped to head and shoulders: top half, middle 60 %) and a
+    landscape-ish photo (skimage's rocket: sky, trees, a launch tower)."""
+    import skimage.data as D
+
+    face = contents()["obama"]
+    h, w = face.shape[:2]
+    face = face[: h // 2, w // 5 : w - w // 5]
+    return {"face (obama)": face, "rocket": D.rocket()}
+
+
+def settings_grid(args) -> None:
+    """VGG19 x starry_night: style weight (columns) x content layer x pooling (rows), for a
+    face and a landscape; docs/style/vgg19_settings.jpg."""
+    from convlens.style import run_transfer
+
+    torch.set_num_threads(args.threads)
+    style = style_paths()["starry_night"]
+    head = [label(Image.new("RGB", (args.size, 40), "white"), "photo / setting")]
+    head += [label(Image.new("RGB", (args.size, 40), "white"), f"beta {b:g}") for b in GRID_BETAS]
+    rows, runs = [head], []
+    for pname, img in grid_photos(args.size).items():
+        for content in GRID_CONTENT:
+            for pool, avg in GRID_POOL:
+                photo = Image.fromarray(img)
+                photo.thumbnail((args.size, args.size))
+                row = [label(photo, f"{pname}: {content}, {pool} pool")]
+                for beta in GRID_BETAS:
+                    r = run_transfer(img, style, backbone="vgg19", size=args.size,
+                                     steps=args.steps, style_weight=beta, avgpool=avg,
+                                     content_layers=[content], progress=False,
+                                     device="cpu")  # fmt: skip
+                    runs.append({"photo": pname, "content": content, "pool": pool,
+                                 "beta": beta, "steps": args.steps,
+                                 "seconds": round(r.seconds, 1), "load": load()})  # fmt: skip
+                    print(runs[-1], flush=True)
+                    row.append(label(r.image, f"{content} {pool} b={beta:g}"))
+                rows.append(row)
+    save_jpeg(grid(rows), DOCS / "vgg19_settings.jpg", max_kb=700)
+    save({"vgg_settings": {"size": args.size, "steps": args.steps, "style": "starry_night",
+                           "threads": args.threads, "runs": runs}})  # fmt: skip
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -292,27 +364,39 @@ def write_markdown(data: dict) -> None:
             "## Speed: Adam iterations, chelsea x starry_night, content relu4_2, style "
             "relu1_1..relu5_1 (seconds for 300 extrapolated from the measured s/iter)",
             "",
-            "| config | size | threads | s/iter | 300 iterations (s) | vs naive | load avg |",
-            "|---|---|---|---|---|---|---|",
+            "| config | size | threads | iterations measured | s/iter | 300 iterations (s) "
+            "| vs naive | load avg |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in data["vgg_speed"]:
             if "value" in r:
-                lines.append(f"| {r['config']} | {r['size']} | | {r['value']} | | | |")
+                lines.append(
+                    f"| {r['config']} | {r['size']} | {r.get('threads', 1)} | | {r['value']} "
+                    "| | | |"
+                )
                 continue
             lines.append(
-                f"| {r['config']} | {r['size']} | {r['threads']} | {r['s_per_iter']} | "
+                f"| {r['config']} | {r['size']} | {r['threads']} | {r['steps_measured']} | "
+                f"{r['s_per_iter']} | "
                 f"{r['seconds_300_extrapolated']} | {r['speedup_vs_naive']}x | "
                 f"{'; '.join(r['load_avg_1_5_15'])} |"
             )
         lines.append("")
     for key, title in (("vgg_gallery", "Gallery at equal time"),
-                       ("vgg_equal_steps", "Equal steps")):  # fmt: skip
+                       ("vgg_equal_steps", "Equal steps"),
+                       ("vgg_settings", "Settings grid")):  # fmt: skip
         if key in data:
             lines += [f"## {title}", "", "```", json.dumps(data[key], indent=1), "```", ""]
     (RESULTS / "style_vgg.md").write_text("\n".join(lines))
 
 
-SECTIONS = {"filters": filters, "speed": speed, "gallery": gallery, "steps": equal_steps}
+SECTIONS = {
+    "filters": filters,
+    "speed": speed,
+    "gallery": gallery,
+    "steps": equal_steps,
+    "settings": settings_grid,
+}
 
 
 def main() -> None:

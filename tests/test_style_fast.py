@@ -136,6 +136,30 @@ def test_stabiliser_reduces_flicker(styles_dir):
     assert calm.sum_out < 0.5 * raw.sum_out
 
 
+def test_flow_stabiliser_holds_strokes_on_moving_content(styles_dir):
+    """A picture panning 3 px a frame: with flow warping, each output is the previous one
+    moved along (the strokes travel with the content); without, the blend has nothing to hold
+    on the moving picture and the network's shimmer stays."""
+    from convlens.style.fast import FastStylizer, to_batch
+    from convlens.style.fast_video import Stabiliser
+
+    st = FastStylizer(device="cpu")
+    vec = st.style_vector(styles_dir / "starry_night.jpg")
+    base, _ = to_batch(skimage_data.chelsea(), 96)
+    gen = torch.Generator().manual_seed(0)
+    err = {}
+    for flow in (False, True):
+        stab, prev, total = Stabiliser(0.8, flow=flow), None, 0.0
+        for t in range(5):
+            x = (base.roll(3 * t, -1) + 0.02 * torch.randn(base.shape, generator=gen)).clamp(0, 1)
+            out = stab(x, st.run(x, vec))
+            if prev is not None:  # against the previous output moved by the true motion
+                total += float((out - prev.roll(3, -1))[..., 12:-12].abs().mean())
+            prev = out
+        err[flow] = total
+    assert err[True] < 0.7 * err[False], err  # measured 0.09 vs 0.17; no warp: 0.17
+
+
 def test_video_frames_written(tmp_path, styles_dir):
     from convlens.style.fast_video import stylize_video
     from convlens.video import VideoWriter, read_frames

@@ -97,3 +97,20 @@ def test_loss_modules_equal_the_functional_costs():
     )
     with pytest.raises(ValueError):
         WeightedSum([TVLoss()], [1.0, 2.0])
+
+
+def test_gram_of_channels_last_maps_keeps_the_gradient_channels_last():
+    """The Gram of a channels-last map equals the NCHW one, and its gradient comes back
+    channels-last (an NCHW gradient made every VGG19 step add and ReLU-backward in mixed
+    layouts, slower than plain NCHW)."""
+    x = torch.randn(2, 8, 5, 7, dtype=torch.float64)
+    for fmt, dims in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+        a = (x if dims == 4 else x[:, :, None]).contiguous(memory_format=fmt)
+        a.requires_grad_(True)
+        b = a * 1.0  # a non-leaf, as a ReLU output is
+        grads = []
+        b.register_hook(grads.append)
+        g = gram(b)
+        assert torch.allclose(g, gram(b.detach().contiguous()))
+        g.square().sum().backward()
+        assert grads[0].is_contiguous(memory_format=fmt)

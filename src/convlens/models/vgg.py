@@ -213,18 +213,23 @@ def load_vgg19(path: str | os.PathLike | None = None, pool: str = "max") -> VGG1
 
 
 _RELU_X_1 = tuple(f"features.relu{i}_1" for i in range(1, 6))
+# beta chosen by looking (docs/style/vgg19_settings.jpg, face and landscape x Starry Night):
+# Caffe VGG19 activations are on a 0..255 input scale, so Gram costs (4th power of the
+# activations) dwarf content costs (2nd power): Lite0's beta 10 or the old 1e3 wiped faces at
+# every beta from 25 to 400; 0.002-0.006 keeps a face and still paints a landscape. Max pooling
+# makes larger activations and a stronger style at the same beta, hence half the weight.
 STYLE_PRESETS = {
     "avgpool": {
         "content": ("features.conv4_2",),
         "style": _RELU_X_1,
         "avgpool": True,
-        "style_weight": 1e3,
+        "style_weight": 0.004,
     },
     "raw": {
         "content": ("features.conv4_2",),
         "style": _RELU_X_1,
         "avgpool": False,
-        "style_weight": 1e3,
+        "style_weight": 0.002,
     },
     # neural-style's (jcjohnson) settings: content relu4_2, style relu1_1..relu5_1, max pooling,
     # content_weight 5 and style_weight 100 on its costs (content: mean squared error; style:

@@ -46,6 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--preserve-colors", action="store_true", help="keep the photo's colours")
     p.add_argument("--smooth", type=cli_options.float_range(0, 1, hi_open=True), default=0.7,
                    help="video: temporal stabilisation in [0, 1) (default 0.7; 0 off)")  # fmt: skip
+    p.add_argument("--flow", action="store_true",
+                   help="video: warp the previous output by optical flow, then blend")  # fmt: skip
     p.add_argument("--max-frames", type=cli_options.int_range(1, 10**7), help="video: stop after")
     p.add_argument("--batch", type=cli_options.int_range(1, 64), default=4,
                    help="photos per network pass (default 4)")  # fmt: skip
@@ -141,6 +143,7 @@ def _video(args, network, styles, common) -> int:
     show = cli_options.show_progress(args)
     with ProgressBar("stylize", args.max_frames, unit="frame", disable=not show) as bar:
         report = stylize_video(args.photo, args.output, styles, stylizer=st, smooth=args.smooth,
+                               flow=args.flow,
                                max_frames=args.max_frames, callback=lambda n, total: bar.advance(1),
                                **common)  # fmt: skip
     row = {"output": str(args.output), "frames": report.frames, "fps": round(report.fps, 2),

@@ -37,6 +37,12 @@ def gram(a: torch.Tensor) -> torch.Tensor:
     """(B, C, *spatial) -> (B, C, C): G_kk' = sum over positions of a_k * a_k'."""
     if a.dim() < 3:
         raise ValueError(f"feature map needs shape (B, C, *spatial), got {tuple(a.shape)}")
+    if a.dim() > 3 and a.shape[1] > 1 and a.movedim(1, -1).is_contiguous():
+        # channels-last: G = F^T F with F (B, positions, C), a view. Flattening to (B, C, P)
+        # would hand autograd an NCHW gradient to add to the convolution's channels-last one,
+        # a strided add + ReLU backward that cost VGG19 more than channels-last saved.
+        f = a.movedim(1, -1).flatten(1, -2)
+        return f.transpose(1, 2) @ f
     f = a.flatten(2)
     return f @ f.transpose(1, 2)
 
