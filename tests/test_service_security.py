@@ -7,6 +7,7 @@ of which none is lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import socket
@@ -133,14 +134,21 @@ def test_bombs_malformed_bodies_and_oversize_are_refused_and_the_server_lives(li
         server, "POST", "/api/v1/identify", key, b"{nope", {"content-type": "application/json"}
     )
     assert status == 400
-    big, headers = _multipart([("image", "big.png", b"\0" * 1_100_000)])
-    status, body, _ = request(server, "POST", "/api/v1/identify", key, big, headers)
-    assert status == 413 and body["error"]["code"] == "too_large"
+    # An announced length over the limit is refused before the body is read. By hand: the
+    # server answers and closes while a client like urllib may still be writing (EPIPE there).
+    with socket.create_connection((server.host, server.port), timeout=10) as s:
+        s.sendall(_head(key, b"content-length: 1100000"))
+        reply = b""
+        while chunk := s.recv(4096):  # the server closes after its answer
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413") and b"too_large" in reply
     # streamed without a Content-Length: counted as it arrives
     with socket.create_connection((server.host, server.port), timeout=10) as s:
         s.sendall(_head(key, b"transfer-encoding: chunked"))
-        for _ in range(12):
-            s.sendall(b"%x\r\n" % 100_000 + b"a" * 100_000 + b"\r\n")
+        # The server may answer and close before the last chunks: stop writing then.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(12):
+                s.sendall(b"%x\r\n" % 100_000 + b"a" * 100_000 + b"\r\n")
         reply = s.recv(200)
     assert reply.startswith(b"HTTP/1.1 413")
     assert request(server, "GET", "/health")[0] == 200
