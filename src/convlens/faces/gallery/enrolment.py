@@ -144,13 +144,7 @@ class EnrolmentRows:
         self, names: Sequence[str], embeddings: np.ndarray, model_id: str
     ) -> list[int]:
         """Bulk load: one embedding per name (people created as needed), one transaction."""
-        if not model_id:
-            raise ConvlensError("enroll_batch needs the encoder's model_id")
-        self.check_model(model_id)
-        vecs = _search.check_vectors(embeddings, self.dim)
-        names = [self.check_name(n) for n in names]
-        if len(names) != len(vecs):
-            raise ConvlensError("enroll_batch needs one name per embedding")
+        names, vecs = checked_batch(self, names, embeddings, model_id)
 
         def tx(con):
             self._claim_model(con, model_id, vecs.shape[1])
@@ -194,3 +188,16 @@ def checked_enrolment(store, name, embeddings, model_id, sources, hashes, boxes)
     if not (len(sources) == len(hashes) == len(boxes) == n):
         raise ConvlensError("sources, hashes and boxes must match the embeddings in number")
     return name, vecs, sources, hashes, boxes
+
+
+def checked_batch(store, names, embeddings, model_id):
+    """enroll_batch's arguments checked against a store: the encoder, the vectors' shape, and
+    one valid name per vector."""
+    if not model_id:
+        raise ConvlensError("enroll_batch needs the encoder's model_id")
+    store.check_model(model_id)
+    vecs = _search.check_vectors(embeddings, store.dim)
+    names = [store.check_name(n) for n in names]
+    if len(names) != len(vecs):
+        raise ConvlensError("enroll_batch needs one name per embedding")
+    return names, vecs

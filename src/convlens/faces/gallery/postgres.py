@@ -21,8 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from convlens.errors import ConvlensError
-from convlens.faces import search as _search
-from convlens.faces.gallery.enrolment import EnrollResult, checked_enrolment
+from convlens.faces.gallery.enrolment import EnrollResult, checked_batch, checked_enrolment
 from convlens.faces.gallery.rows import NoSuchPerson
 from convlens.faces.gallery.schema import now
 from convlens.faces.gallery.storage import GalleryStore, Person, Photo
@@ -340,13 +339,7 @@ class PostgresStore:
 
     def enroll_batch(self, names, embeddings, model_id) -> list[int]:
         """Bulk load: one embedding per name (people created as needed), one transaction."""
-        if not model_id:
-            raise ConvlensError("enroll_batch needs the encoder's model_id")
-        self.check_model(model_id)
-        vecs = _search.check_vectors(embeddings, self.dim)
-        names = [self.check_name(n) for n in names]
-        if len(names) != len(vecs):
-            raise ConvlensError("enroll_batch needs one name per embedding")
+        names, vecs = checked_batch(self, names, embeddings, model_id)
 
         def tx(cur):
             self._claim_model(cur, model_id, vecs.shape[1])
