@@ -74,9 +74,9 @@ def decoded_bytes(mode: str, width: int, height: int) -> int:
     return width * height * (bands * per_band + extra + 4 + 3)
 
 
-def _open_regular(path: Path):
-    """An open binary file for a regular file; ConvlensError for anything else. Never
-    blocks: a FIFO is opened non-blocking and refused, a socket or device file is refused."""
+def regular_file_stat(path: str | os.PathLike, what: str = "an image") -> os.stat_result:
+    """The stat of a regular file; ConvlensError (one line) for a missing file, a folder or
+    anything else (a pipe, socket or device would block a reader or never end)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -84,9 +84,16 @@ def _open_regular(path: Path):
     except OSError as e:
         raise ConvlensError(f"{path}: cannot read ({e.strerror})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise ConvlensError(f"{path}: is a folder, not an image")
+        raise ConvlensError(f"{path}: is a folder, not {what}")
     if not stat.S_ISREG(st.st_mode):
         raise ConvlensError(f"{path}: not a regular file (a pipe, socket or device)")
+    return st
+
+
+def _open_regular(path: Path):
+    """An open binary file for a regular file; ConvlensError for anything else. Never
+    blocks: a FIFO is opened non-blocking and refused, a socket or device file is refused."""
+    regular_file_stat(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:

@@ -16,7 +16,6 @@ whether decoding hit damage, and no frame at all is a one-line ConvlensError.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -80,18 +79,9 @@ def _open_container(source: str | os.PathLike | int, timeout: float):
 
 
 def _check_file(path: Path) -> None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ConvlensError(f"{path}: no such file") from None
-    except OSError as e:
-        raise ConvlensError(f"{path}: cannot read ({e.strerror})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ConvlensError(f"{path}: is a folder, not a video")
-    if not stat.S_ISREG(st.st_mode):
-        # A FIFO or device would block the reader forever.
-        raise ConvlensError(f"{path}: not a regular file")
-    if st.st_size == 0:
+    from convlens.images import regular_file_stat
+
+    if regular_file_stat(path, "a video").st_size == 0:
         raise ConvlensError(f"{path}: empty file")
 
 
