@@ -209,11 +209,11 @@ def test_efficientnet_block_strides():
     assert layers["classifier"].rf.is_global
 
 
-def _gradient_span(net, layer: str, size, position) -> list[tuple[int, int]]:
+def gradient_span(net, layer: str, size, position, channels: int = 2) -> list[tuple[int, int]]:
     """Per axis, the input interval the unit at `position` (channel 0) gets gradient from."""
     captured = {}
     handle = net.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.update(o=o))
-    inp = torch.rand(1, 2, *size, dtype=torch.float64).add_(0.5).requires_grad_(True)
+    inp = torch.rand(1, channels, *size, dtype=torch.float64).add_(0.5).requires_grad_(True)
     try:
         net(inp)
     finally:
@@ -253,5 +253,5 @@ def test_fields_are_per_axis_for_1d_and_3d_networks(net, size, layer):
     info = analyze(net, size, channels=2)[layer]
     assert info.rf.unknown is None and info.rf.ndim == len(size)
     for position in [(0,) * len(size), tuple(n - 1 for n in info.shape[1:])]:
-        expected = _gradient_span(net, layer, size, position)
+        expected = gradient_span(net, layer, size, position)
         assert list(info.rf.bounds(position, size)) == expected, position

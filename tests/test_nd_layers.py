@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from test_inspect_receptive import gradient_span
 from torch import nn
 
 from convlens.inspection.receptive import analyze
@@ -46,19 +47,6 @@ def test_inflated_net_on_a_constant_depth_stack_equals_the_2d_net():
         assert torch.allclose(out3[:, :, d], out2, atol=1e-5), d
 
 
-def _gradient_span(net, layer, size, position):
-    captured = {}
-    handle = net.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.update(o=o))
-    inp = torch.rand(1, 1, *size, dtype=torch.float64).add_(0.5).requires_grad_(True)
-    try:
-        net(inp)
-    finally:
-        handle.remove()
-    captured["o"][(0, 0, *position)].backward()
-    hit = torch.nonzero(inp.grad[0].abs().sum(0))
-    return [(int(hit[:, d].min()), int(hit[:, d].max()) + 1) for d in range(len(size))]
-
-
 @pytest.mark.parametrize("layer", ["stem.0", "stem", "stage1.0", "stage1"])
 def test_3d_receptive_fields_match_gradients(layer):
     torch.manual_seed(3)
@@ -77,10 +65,10 @@ def test_3d_receptive_fields_match_gradients(layer):
     for position in corners:
         if layer in ("stem", "stage1"):
             # after max-pooling the gradient reaches one pixel per window: inside the field
-            got = _gradient_span(net, layer, size, position)
+            got = gradient_span(net, layer, size, position, channels=1)
             want = info.rf.bounds(position, size)
             assert all(w[0] <= g[0] and g[1] <= w[1] for g, w in zip(got, want, strict=True))
         else:
-            assert list(info.rf.bounds(position, size)) == _gradient_span(
-                net, layer, size, position
+            assert list(info.rf.bounds(position, size)) == gradient_span(
+                net, layer, size, position, channels=1
             ), position
