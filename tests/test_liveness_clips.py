@@ -40,3 +40,13 @@ def test_frozen_frame_is_spoof(tmp_path, liveness_dir, attack_clips):
     clip = attack_clips.make_attack("frozen", live, tmp_path / "frozen.mpg", seed=0, seconds=2)
     v = _final_verdict(clip)
     assert v.verdict == "spoof" and "frozen" in v.reasons, v.to_json()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_live_clip_replayed_on_a_hand_held_screen_is_spoof(tmp_path, liveness_dir, attack_clips):
+    """The replayed face talks and blinks (live evidence); the screen carrying it gives it away.
+    (Before the corner-based carried cue every generated replay was accepted.)"""
+    live = [f.rgb for f in read_frames(liveness_dir / "live_video" / "grid_lbbc2a.mpg")]
+    clip = attack_clips.make_attack("replay", live, tmp_path / "replay.mpg", seed=7, fill=0.95)
+    v = _final_verdict(clip)
+    assert v.verdict == "spoof" and "carried" in v.reasons, v.to_json()

@@ -8,6 +8,7 @@ import pytest
 from convlens.faces.align import _MEAN_X_17_67, _MEAN_Y_17_67
 from convlens.faces.liveness import Challenge, LivenessMonitor
 from convlens.faces.liveness.challenge import BlinkDetector
+from convlens.faces.liveness.context import carried_share
 from convlens.faces.liveness.geometry import eye_aspect_ratio, pair_motion, yaw
 
 
@@ -143,3 +144,37 @@ def test_pixel_cues_catch_a_looped_or_frozen_face_with_sensor_noise(period, want
         assert "loop" not in reasons and "frozen" not in reasons, mon.verdict().to_json()
     else:
         assert want in reasons, mon.verdict().to_json()
+
+
+def _moved(points: np.ndarray, angle_deg: float, shift: tuple[float, float]) -> np.ndarray:
+    """A 2x3 rotation about the frame centre (180, 144) plus a shift, and the points moved."""
+    import cv2
+
+    m = cv2.getRotationMatrix2D((180.0, 144.0), angle_deg, 1.0)
+    m[:, 2] += shift
+    return m, points @ m[:, :2].T + m[:, 2]
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["photo-held-by-hand", "head-before-a-room"])
+def test_context_moves_with_a_held_photo_and_stays_behind_a_live_head(held):
+    """The carried cue: corners around the face follow the face's motion when both are on one
+    moving plane (paper, screen), and stay put when a head moves in front of a still room."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    room = cv2.GaussianBlur(rng.uniform(0, 255, (288, 360)), (0, 0), 2.0)
+    room = cv2.normalize(room, None, 20, 235, cv2.NORM_MINMAX).astype(np.uint8)
+    face = _view(_face3d(), 0, True, px=35) - 200 + (180, 144)
+    shares = []
+    for step in range(1, 6):
+        m0, before = _moved(face, 1.5 * (step - 1), (3.0 * (step - 1), 2.0 * (step - 1)))
+        m1, after = _moved(face, 1.5 * step, (3.0 * step, 2.0 * step))
+        frames = [cv2.warpAffine(room, m, (360, 288), borderMode=cv2.BORDER_REFLECT) if held
+                  else room for m in (m0, m1)]  # fmt: skip
+        noisy = [np.clip(f + rng.normal(0, 2.5, f.shape), 0, 255).astype(np.uint8) for f in frames]
+        shares.append(carried_share(noisy[0], noisy[1], before, after))
+    assert None not in shares
+    if held:
+        assert min(shares) > 0.6, shares
+    else:
+        assert max(shares) < 0.05, shares

@@ -10,7 +10,7 @@
   (a looped clip) — quieter than the landmarks, so these decide frozen and loop when present;
 * context: whether the image *around* the face (the paper or screen it is on) moves with the
   face. A live head moves in front of a still background; a photo moves its surroundings with
-  it. Measured by pyramidal Lucas-Kanade flow (OpenCV) on points beside the face.
+  it. Measured by Lucas-Kanade flow on corners around the face (context.py).
 
 The decision from these numbers is in decide.py.
 """
@@ -23,24 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from convlens.faces.liveness.appearance import FacePixels
-from convlens.faces.liveness.geometry import (
-    RIGID,
-    apply_homography,
-    fit_similarity,
-    interocular,
-    pair_motion,
-)
+from convlens.faces.liveness.context import CONTEXT_LAG_S, carried_share, shrink
+from convlens.faces.liveness.geometry import RIGID, interocular, pair_motion
 
 LAGS_S = (0.2, 0.5)  # frame-pair spans: long enough to see motion, short enough to track
 HISTORY_S = 4.0
 LOOP_MIN_LAG_S = 0.4
 LOOP_WINDOW_S = 0.4  # shorter than the shortest loop worth catching
-
-
-def _cv2():
-    import cv2
-
-    return cv2
 
 
 @dataclass
@@ -56,8 +45,7 @@ class CueState:
     pixel_typical: list = field(default_factory=list)  # FacePixels measures, one per evaluation
     pixel_best: list = field(default_factory=list)
     pixels: FacePixels | None = None
-    _prev_gray: np.ndarray | None = None
-    _prev_points: np.ndarray | None = None
+    _recent_grays: deque = field(default_factory=deque)  # (time, shrunk grey, points)
 
     @property
     def duration(self) -> float:
@@ -70,7 +58,7 @@ class CueState:
         if self.times:
             self._pairs(time, p)
         if gray is not None:
-            self._context(gray, p)
+            self._context(time, gray, p)
             if self.pixels is None:
                 self.pixels = FacePixels(self.fps)
             m = self.pixels.observe(time, gray, p)
@@ -109,33 +97,22 @@ class CueState:
         )
         self.loop_error = min(self.loop_error, best)
 
-    def _context(self, gray: np.ndarray, p: np.ndarray) -> None:
-        """Do the points beside the face follow the face's own motion (a plane carrying both)?"""
-        prev_gray, prev_p = self._prev_gray, self._prev_points
-        self._prev_gray, self._prev_points = gray, p
-        if prev_gray is None or prev_gray.shape != gray.shape:
-            return
-        iod = interocular(p)
-        sim = fit_similarity(prev_p[RIGID], p[RIGID])
-        face_move = np.linalg.norm(apply_homography(sim, prev_p[RIGID]) - prev_p[RIGID], axis=1)
-        if np.median(face_move) < 0.03 * iod:  # the face hardly moved: no evidence either way
-            return
-        ring = _ring_points(prev_p, gray.shape)
-        if len(ring) < 6:
-            return
-        cv2 = _cv2()
-        moved, ok, _ = cv2.calcOpticalFlowPyrLK(
-            prev_gray, gray, ring.astype(np.float32), None, winSize=(21, 21), maxLevel=3
-        )
-        ok = ok.ravel() == 1
-        if ok.sum() < 6:
-            return
-        want = apply_homography(sim, ring[ok])
-        err = np.linalg.norm(moved[ok] - want, axis=1)
-        self.follow.append(float((err < 0.35 * np.median(face_move) + 0.5).mean()))
+    def _context(self, time: float, gray: np.ndarray, p: np.ndarray) -> None:
+        """Does the picture around the face move with it (a plane carrying both)? context.py"""
+        small, scale = shrink(gray)
+        q = p * scale
+        recent = self._recent_grays
+        j = _index_at([t for t, _, _ in recent], time - CONTEXT_LAG_S)
+        if j is not None and recent[j][1].shape == small.shape:
+            share = carried_share(recent[j][1], small, recent[j][2], q)
+            if share is not None:
+                self.follow.append(share)
+        recent.append((time, small, q))
+        while len(recent) > 1 and time - recent[1][0] >= CONTEXT_LAG_S:
+            recent.popleft()
 
 
-def _index_at(times: deque, t: float) -> int | None:
+def _index_at(times, t: float) -> int | None:
     """Index of the newest stored frame at or before time t (None if none is)."""
     for j in range(len(times) - 1, -1, -1):
         if times[j] <= t + 1e-6:
@@ -151,20 +128,3 @@ def _canonical(p: np.ndarray) -> np.ndarray:
     c, s = d / max(np.linalg.norm(d), 1e-9)
     rot = np.array([[c, s], [-s, c]])
     return (p - centre) @ rot.T / iod
-
-
-def _ring_points(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A grid of points in two bands beside the face (0.35-0.9 face widths out), inside the
-    frame: on a photo or screen they lie on the same plane as the face; in front of a live
-    person they are the room behind."""
-    x0, y0 = p.min(0)
-    x1, y1 = p.max(0)
-    w = x1 - x0
-    ys = np.linspace(y0, y1, 5)
-    xs = np.r_[
-        np.linspace(x0 - 0.9 * w, x0 - 0.35 * w, 3), np.linspace(x1 + 0.35 * w, x1 + 0.9 * w, 3)
-    ]
-    pts = np.array([(x, y) for x in xs for y in ys])
-    h, wd = shape
-    keep = (pts[:, 0] >= 2) & (pts[:, 0] < wd - 2) & (pts[:, 1] >= 2) & (pts[:, 1] < h - 2)
-    return pts[keep]

@@ -7,7 +7,7 @@ gives it away is the plane it is shown on). In order:
    frames, the landmarks move no more than the detector's noise.
 2. loop: an earlier stretch of the face's pixels repeats down to noise while other lags differ
    (appearance.py); without grey frames, the landmark sequence repeats itself.
-3. carried: the image beside the face moves with the face (a photo or screen carrying its
+3. carried: the image around the face moves with the face (a photo or screen carrying its
    surroundings), in at least CARRIED_MIN_PAIRS frame pairs where the face moved.
 
 The landmark planarity ratio (parallax / pose change, geometry.pair_motion) is measured and
@@ -51,8 +51,9 @@ class Thresholds:
     frozen_pixels: float = 1.5
     loop_pixels: float = 0.65
     loop_contrast: float = 0.35
-    # Share of context points that follow the face, and how many frame pairs must show it.
-    # (dev: every live clip 0.0; prints 0.43-0.73 but one with too few pairs; screens 0.03-0.37.)
+    # Share of corners around the face that move with it (context.py), and how many frame
+    # pairs must show it (dev, 12 a kind: every live clip 0.000; prints 0.25-0.85, screens
+    # 0.15-0.83, replays 0.10-0.61). Assumes a fixed camera.
     carried_fraction: float = 0.1
     carried_min_pairs: int = 5
     # Pairs with pose change ≥ pose_min (IOD) enter the reported planar_ratio (not a rule).
