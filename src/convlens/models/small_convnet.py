@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.models.face_models import load_trained
+from convlens.models.registry import InputFormat, register_model
+
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
@@ -66,34 +69,15 @@ class SmallConvNet(nn.Module):
         return F.normalize(x, dim=1) if self.normalize else x
 
 
+@register_model(
+    name="small-convnet",
+    aliases=("small_convnet",),
+    tasks=("face-encoder", "inspectable"),
+    about="a small ConvNet face encoder to train from scratch on a CPU",
+    build=SmallConvNet,
+    input=InputFormat((150, 150), note="aligned face chips, resized to 64 inside"),
+    layer_presets={"inspect": ("stem", "stage1", "stage2", "stage3")},
+)
 def _load_trained(path=None) -> SmallConvNet:
-    from convlens.errors import ConvlensError
-
-    if path is None:
-        raise ConvlensError(
-            "small-convnet has no pretrained weights; train one from scratch (convlens train) "
-            "and load its .pt file"
-        )
-    from convlens.models.face_models import load_face_model
-
-    return load_face_model(path)
-
-
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, register
-
-    register(
-        ModelEntry(
-            name="small-convnet",
-            aliases=("small_convnet",),
-            tasks=("face-encoder", "inspectable"),
-            about="a small ConvNet face encoder to train from scratch on a CPU",
-            load=_load_trained,
-            build=SmallConvNet,
-            input=InputFormat((150, 150), note="aligned face chips, resized to 64 inside"),
-            layer_presets={"inspect": ("stem", "stage1", "stage2", "stage3")},
-        )
-    )
-
-
-_register()
+    how = "train one from scratch (convlens train)"
+    return load_trained(path, "small-convnet", how)

