@@ -281,6 +281,18 @@ def flips(folder: Path, trials: int) -> dict:
     return dict(counts)
 
 
+def write_damaged(path: Path, good: bytes, kind: str, at: int, mask: int) -> None:
+    """`good` (a gallery file's bytes) written to `path` cut short at byte `at` (kind "cut"),
+    or whole with its 8 bytes from `at` XORed with `mask` ("flip"). The file's previous copy
+    and its -wal / -shm go first: SQLite would replay a stale WAL over the damage."""
+    for stale in path.parent.glob(path.name + "*"):
+        stale.unlink()
+    data = bytearray(good[:at] if kind == "cut" else good)
+    if kind == "flip":
+        data[at : at + 8] = bytes(b ^ mask for b in data[at : at + 8])
+    path.write_bytes(bytes(data))
+
+
 def damaged_files(folder: Path) -> dict:
     """Truncations and byte flips of a gallery file, then people/identify/enroll/forget."""
     base = folder / "small.db"
@@ -303,12 +315,7 @@ def damaged_files(folder: Path) -> dict:
     path = folder / "damaged.db"
     for kind, at in cases:
         for op in ops:
-            for p in folder.glob("damaged.db*"):
-                p.unlink()
-            data = bytearray(good[:at] if kind == "cut" else good)
-            if kind == "flip":
-                data[at : at + 8] = bytes(b ^ 0xA5 for b in data[at : at + 8])
-            path.write_bytes(bytes(data))
+            write_damaged(path, good, kind, at, 0xA5)
             try:
                 with Gallery(path, model_id=MODEL) as g:
                     op(g)

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from operator import itemgetter
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -25,7 +26,8 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-RESULTS = ROOT / "benchmarks" / "results"
+from bench_report import md_table, run_meta, write_results  # noqa: E402
+
 from convlens.faces.gallery.pgindex import EF_SEARCH  # noqa: E402
 
 MODEL = "benchmark-random-unit-vectors"
@@ -109,15 +111,10 @@ def main() -> None:
 
 
 def write(rows, args, load_before) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    meta = {
-        "command": "python benchmarks/pg_search.py " + " ".join(sys.argv[1:]),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        "queries": args.queries,
-        "hnsw_ef_search": EF_SEARCH,
-    }
-    (RESULTS / "pg_search.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    first = itemgetter("size", "backend", "load_s", "index_s")
+    noisy = itemgetter("p50_ms", "p99_ms", "recall_at_1")
+    random = itemgetter("p50_ms", "recall_at_1")
+    meta = {**run_meta(load_before), "queries": args.queries, "hnsw_ef_search": EF_SEARCH}
     lines = [
         "# 1:K search: PostgreSQL + pgvector HNSW beside SQLite + FAISS IVF",
         "",
@@ -126,19 +123,13 @@ def write(rows, args, load_before) -> None:
         f"Gallery.identify_embeddings; HNSW ef_search {EF_SEARCH}; index s: the first search "
         "(builds the HNSW index / loads the FAISS one).",
         "",
-        "| embeddings | backend | bulk load s | index s | noisy p50 ms | noisy p99 ms |"
-        " noisy recall@1 | random p50 ms | random recall@1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *md_table(
+            "embeddings | backend | bulk load s | index s | noisy p50 ms | noisy p99 ms | "
+            "noisy recall@1 | random p50 ms | random recall@1",
+            [(*first(r), *noisy(r["noisy"]), *random(r["random"])) for r in rows],
+        ),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['size']} | {r['backend']} | {r['load_s']} | {r['index_s']} | "
-            f"{r['noisy']['p50_ms']} | "
-            f"{r['noisy']['p99_ms']} | {r['noisy']['recall_at_1']} | {r['random']['p50_ms']} | "
-            f"{r['random']['recall_at_1']} |"
-        )
-    (RESULTS / "pg_search.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("pg_search", meta, rows, lines)
 
 
 if __name__ == "__main__":

@@ -31,15 +31,16 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
-RESULTS = ROOT / "benchmarks" / "results"
 PHOTOS = ROOT.parent / "shared" / "data" / "faces" / "photos"
 
+from bench_report import md_table, run_meta, write_results  # noqa: E402
 from service_live import LiveServer, make_keys  # noqa: E402
 
 
@@ -217,17 +218,15 @@ def main() -> None:
 
 
 def write(rows, args, load_before, load_after) -> None:
-    RESULTS.mkdir(exist_ok=True)
+    keys = "backend replicas phase clients ok per_second p50_ms p99_ms busy_503 errors"
+    cells = itemgetter(*keys.split())
     meta = {
-        "command": "python benchmarks/service_load.py " + " ".join(sys.argv[1:]),
+        **run_meta(load_before, load_after),
         "cpus": os.cpu_count(),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in load_after],
         "workers": args.workers,
         "queue": args.queue,
         "seconds_per_phase": args.seconds,
     }
-    (RESULTS / "service_load.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [
         "# convlens serve under load (loopback)",
         "",
@@ -235,22 +234,20 @@ def write(rows, args, load_before, load_after) -> None:
         f"{meta['loadavg_before']}, after {meta['loadavg_after']} (shared machine: noisy); "
         f"{args.workers} encoder workers per server, queue {args.queue}.",
         "",
-        "| backend | replicas | phase | clients | ok | req/s | p50 ms | p99 ms | 503 | errors |"
-        " acked enrolments present exactly once |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *md_table(
+            "backend | replicas | phase | clients | ok | req/s | p50 ms | p99 ms | 503 | errors | "
+            "acked enrolments present exactly once",
+            [(*cells(r), _once(r.get("check"))) for r in rows],
+        ),
     ]
-    for r in rows:
-        check = r.get("check")
-        once = "" if check is None else (
-            f"{check['present']}/{check['acknowledged']}: "
-            f"{'yes' if check['exactly_once'] else 'NO'}")  # fmt: skip
-        lines.append(
-            f"| {r['backend']} | {r['replicas']} | {r['phase']} | {r['clients']} | {r['ok']} | "
-            f"{r['per_second']} | {r['p50_ms']} | {r['p99_ms']} | {r['busy_503']} | "
-            f"{r['errors']} | {once} |"
-        )
-    (RESULTS / "service_load.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("service_load", meta, rows, lines)
+
+
+def _once(check: dict | None) -> str:
+    """The enrol phase's check: acknowledged enrolments present exactly once."""
+    if check is None:
+        return ""
+    return f"{check['present']}/{check['acknowledged']}: {'yes' if check['exactly_once'] else 'NO'}"
 
 
 if __name__ == "__main__":

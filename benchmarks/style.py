@@ -25,10 +25,12 @@ import resource
 import sys
 import time
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_report import md_table
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,11 +151,15 @@ def naive_loop(content: np.ndarray, style: np.ndarray, size: int, steps: int) ->
     return time.perf_counter() - t0
 
 
-def ours(content, style, size, steps, **kw) -> float:
+def transfer(content, style, size: int, steps: int, **kw):
+    """convlens' run_transfer as every run here makes it: on DEVICE, no progress bar."""
     from convlens.style import run_transfer
 
-    r = run_transfer(content, style, size=size, steps=steps, progress=False, device=DEVICE, **kw)
-    return r.seconds
+    return run_transfer(content, style, size=size, steps=steps, progress=False, device=DEVICE, **kw)
+
+
+def ours(content, style, size, steps, **kw) -> float:
+    return transfer(content, style, size, steps, **kw).seconds
 
 
 def speed(args) -> None:
@@ -279,7 +285,6 @@ def compare(args) -> None:
     import skimage.data as D
 
     from convlens.images import load_image
-    from convlens.style import run_transfer
 
     content = D.chelsea()
     style = load_image(style_paths()["starry_night"])
@@ -288,16 +293,7 @@ def compare(args) -> None:
         kw = dict(kw)
         if "tv_weight" in kw and kw["tv_weight"] is None:
             kw["tv_weight"] = args.tv
-        r = run_transfer(
-            content,
-            style,
-            size=args.grid_size,
-            steps=args.steps,
-            progress=False,
-            device=DEVICE,
-            threads=args.threads[0],
-            **kw,
-        )
+        r = transfer(content, style, args.grid_size, args.steps, threads=args.threads[0], **kw)
         last = r.history[-1]
         row = {
             "setting": name,
@@ -321,8 +317,6 @@ def compare(args) -> None:
 
 
 def gallery(args) -> None:
-    from convlens.style import run_transfer
-
     styles = style_paths()
     rows, report = [], []
     for cname, img in contents().items():
@@ -331,13 +325,11 @@ def gallery(args) -> None:
         thumb.thumbnail((args.size, args.size))
         row.append(label(thumb, cname))
         for sname, spath in styles.items():
-            r = run_transfer(
+            r = transfer(
                 img,
                 spath,
-                size=args.size,
-                steps=args.steps,
-                progress=False,
-                device=DEVICE,
+                args.size,
+                args.steps,
                 threads=args.threads[0],
                 tv_weight=args.tv,
                 scales=args.scales,
@@ -394,17 +386,13 @@ def compose_gallery(args=None) -> None:
 def large(args) -> None:
     import skimage.data as D
 
-    from convlens.style import run_transfer
-
-    r = run_transfer(
+    r = transfer(
         D.astronaut(),
         style_paths()["great_wave"],
-        size=1024,
-        steps=args.large_steps,
+        1024,
+        args.large_steps,
         scales=3,
         tv_weight=args.tv,
-        progress=False,
-        device=DEVICE,
         threads=args.threads[0],
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -437,45 +425,44 @@ def write_markdown(data: dict) -> None:
         "indicative only. No GPU was available in this session: no GPU numbers are claimed.",
         "",
     ]
+    speed_cells = itemgetter("config", "size", "threads", "steps", "seconds", "s_per_iter")
+
+    def costs(r: dict) -> tuple[str, str]:
+        return f"{r['content_cost']:.3g}", f"{r['style_cost']:.3g}"
+
     if "speed" in data:
         lines += [
             "## Speed: seconds for N Adam iterations (chelsea x starry_night)",
             "",
-            "| config | size | threads | steps | seconds | s/iter | speedup vs naive |",
-            "|---|---|---|---|---|---|---|",
+            *md_table(
+                "config | size | threads | steps | seconds | s/iter | speedup vs naive",
+                [(*speed_cells(r), f"{r['speedup_vs_naive']}x") for r in data["speed"]],
+            ),
+            "",
         ]
-        for r in data["speed"]:
-            lines.append(
-                f"| {r['config']} | {r['size']} | {r['threads']} | {r['steps']} | "
-                f"{r['seconds']} | {r['s_per_iter']} | {r['speedup_vs_naive']}x |"
-            )
-        lines.append("")
     if "compare" in data:
         c = data["compare"]
         lines += [
             f"## Settings compared ({c['size']} px, {c['steps']} steps)",
             "",
-            "| setting | seconds | content cost | style cost | speckle |",
-            "|---|---|---|---|---|",
+            *md_table(
+                "setting | seconds | content cost | style cost | speckle",
+                [(r["setting"], r["seconds"], *costs(r), r["speckle"]) for r in c["rows"]],
+            ),
+            "",
         ]
-        for r in c["rows"]:
-            lines.append(
-                f"| {r['setting']} | {r['seconds']} | {r['content_cost']:.3g} | "
-                f"{r['style_cost']:.3g} | {r['speckle']} |"
-            )
-        lines.append("")
     if "gallery" in data:
         g = data["gallery"]
         lines += [
             f"## Gallery runs ({g['size']} px, {g['steps']} steps, tv {g['tv']}, "
             f"scales {g['scales']})",
             "",
-            "| content | style | seconds | speckle |",
-            "|---|---|---|---|",
+            *md_table(
+                "content | style | seconds | speckle",
+                map(itemgetter("content", "style", "seconds", "speckle"), g["runs"]),
+            ),
+            "",
         ]
-        for r in g["runs"]:
-            lines.append(f"| {r['content']} | {r['style']} | {r['seconds']} | {r['speckle']} |")
-        lines.append("")
     if "large" in data:
         r = data["large"]
         lines += [

@@ -17,29 +17,28 @@ def _shared(sub: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def photos_dir() -> Path:
-    return _shared("faces/photos")
+# One session fixture per shared data folder: a test asks for `photos_dir` and gets
+# ../shared/data/faces/photos, or is skipped when it is absent.
+DATA_FIXTURES = {
+    "photos_dir": "faces/photos",
+    "orl_dir": "faces/orl",
+    "styles_dir": "styles",
+    "shared_audio": "audio",
+    "shared_volumes": "volumes",
+    "liveness_dir": "liveness",
+}
 
 
-@pytest.fixture(scope="session")
-def orl_dir() -> Path:
-    return _shared("faces/orl")
+def _data_fixture(name: str, sub: str):
+    def folder() -> Path:
+        return _shared(sub)
+
+    folder.__doc__ = f"shared/data/{sub} (the test is skipped when it is absent)"
+    return pytest.fixture(scope="session", name=name)(folder)
 
 
-@pytest.fixture(scope="session")
-def styles_dir() -> Path:
-    return _shared("styles")
-
-
-@pytest.fixture(scope="session")
-def shared_audio() -> Path:
-    return _shared("audio")
-
-
-@pytest.fixture(scope="session")
-def shared_volumes() -> Path:
-    return _shared("volumes")
+for _name, _sub in DATA_FIXTURES.items():
+    globals()[_name] = _data_fixture(_name, _sub)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +50,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session")
-def liveness_dir() -> Path:
-    return _shared("liveness")
 
 
 @pytest.fixture(scope="session")

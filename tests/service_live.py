@@ -1,5 +1,6 @@
-"""Helpers for the service tests: API keys in a fresh key file, and a live `convlens serve`
-on a free loopback port (a real uvicorn process, as users run it)."""
+"""Helpers for the service tests: API keys in a fresh key file, the service in process
+(FastAPI's TestClient), and a live `convlens serve` on a free loopback port (a real uvicorn
+process, as users run it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from convlens.service.keys import KeyStore
@@ -26,6 +29,20 @@ def make_keys(path: Path) -> dict[str, str]:
     store.revoke(revoked[0].id)
     keys["revoked"] = revoked[1]
     return keys
+
+
+@contextmanager
+def in_process(root: Path) -> Iterator[tuple]:
+    """The service in this process (FastAPI's TestClient) over a new gallery and key file in
+    `root`, without rate limits: (client, keys as make_keys gives them)."""
+    from fastapi.testclient import TestClient
+
+    from convlens.service import ServiceConfig, create_app
+
+    keys = make_keys(root / "keys.db")
+    app = create_app(ServiceConfig(db=root / "g.db", keys=root / "keys.db", rate=0))
+    with TestClient(app) as client:
+        yield client, keys
 
 
 def store_scopes() -> tuple[str, ...]:

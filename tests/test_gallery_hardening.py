@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ from convlens.faces.gallery import (
     ErasureIncomplete,
     Gallery,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from gallery_faults import write_damaged  # noqa: E402  (the fault run's file damage)
 
 MODEL = "synthetic-test-encoder"
 VICTIM = "Zelda Quixote-Vanderbilt"
@@ -53,6 +57,13 @@ def victim_needles(vectors: np.ndarray) -> list[bytes]:
     return [v.tobytes() for v in vectors] + [VICTIM.encode(), PHOTO.encode()]
 
 
+def people_gallery(path, people: np.ndarray) -> Gallery:
+    """A gallery at `path` with p0, p1, ... enrolled (one row of `people` each), left open."""
+    g = Gallery(path, model_id=MODEL)
+    g.enroll_batch([f"p{i}" for i in range(len(people))], people)
+    return g
+
+
 def enrol_victim(g: Gallery, rng, n=3) -> np.ndarray:
     vecs = unit(rng, n)
     g.enroll_embeddings(VICTIM, vecs, sources=[PHOTO] * n, hashes=[f"zq{i}" for i in range(n)])
@@ -65,8 +76,7 @@ def enrol_victim(g: Gallery, rng, n=3) -> np.ndarray:
 def test_forget_plain_leaves_no_byte(tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "g.db"
-    with Gallery(path, model_id=MODEL) as g:
-        g.enroll_batch([f"p{i}" for i in range(50)], unit(rng, 50))
+    with people_gallery(path, unit(rng, 50)) as g:
         vecs = enrol_victim(g, rng)
         g.enroll_batch([f"q{i}" for i in range(50)], unit(rng, 50))
         needles = victim_needles(vecs)
@@ -82,8 +92,7 @@ def test_forget_finds_and_removes_copies_that_secure_delete_missed(tmp_path):
     Simulated by switching secure_delete off, so the deleted cells stay where they were."""
     rng = np.random.default_rng(15)
     path = tmp_path / "g.db"
-    with Gallery(path, model_id=MODEL) as g:
-        g.enroll_batch([f"p{i}" for i in range(40)], unit(rng, 40))
+    with people_gallery(path, unit(rng, 40)) as g:
         vecs = enrol_victim(g, rng)
         g._store.con.execute("PRAGMA secure_delete = OFF")
         g.forget(VICTIM)
@@ -112,8 +121,7 @@ def test_forget_erases_from_an_index_due_for_rebuild(tmp_path, monkeypatch):
     monkeypatch.setattr(search, "ANN_MIN_SIZE", 100)
     path = tmp_path / "g.db"
     index_file = tmp_path / "g.db.index"
-    with Gallery(path, model_id=MODEL) as g:
-        g.enroll_batch([f"p{i}" for i in range(120)], unit(rng, 120))
+    with people_gallery(path, unit(rng, 120)) as g:
         vecs = enrol_victim(g, rng)
         g.search_embeddings(unit(rng, 1))  # builds the index with the victim in it
         victim_ids = {r[0] for r in g._store.all("SELECT id FROM embeddings WHERE id > 120")}
@@ -183,8 +191,7 @@ def test_exact_load_reads_one_snapshot(tmp_path):
     """A person forgotten between the read of the rows and of the names (deterministic)."""
     rng = np.random.default_rng(5)
     path = tmp_path / "g.db"
-    with Gallery(path, model_id=MODEL) as g:
-        g.enroll_batch([f"p{i}" for i in range(30)], unit(rng, 30))
+    with people_gallery(path, unit(rng, 30)) as g:
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("PRAGMA foreign_keys = ON")
 
@@ -222,8 +229,7 @@ def test_identify_while_another_process_enrols_and_forgets(tmp_path):
     rng = np.random.default_rng(6)
     path = tmp_path / "g.db"
     people = unit(rng, 300)
-    with Gallery(path, model_id=MODEL) as g:
-        g.enroll_batch([f"p{i}" for i in range(300)], people)
+    people_gallery(path, people).close()
     proc = subprocess.Popen(
         [sys.executable, "-c", CHURN, str(path), "6"], stdout=subprocess.PIPE, text=True
     )
@@ -256,8 +262,7 @@ def _flip_in_file(path, needle: bytes, n: int = 64) -> None:
 def test_flipped_bytes_in_an_embedding_row_are_detected(tmp_path):
     rng = np.random.default_rng(7)
     path = tmp_path / "g.db"
-    with Gallery(path, model_id=MODEL) as g:
-        g.enroll_batch([f"p{i}" for i in range(20)], unit(rng, 20))
+    with people_gallery(path, unit(rng, 20)) as g:
         g.set_threshold(0.5)  # verify refuses an uncalibrated gallery before reading rows
         vecs = enrol_victim(g, rng)
     _flip_in_file(path, vecs[1].tobytes())
@@ -342,8 +347,7 @@ def test_damaged_index_is_rebuilt_with_a_warning(tmp_path, monkeypatch, caplog):
     index_file = tmp_path / "g.db.index"
     people = unit(rng, 300)
     queries = people[:40] + 0.002
-    with Gallery(path, model_id=MODEL) as g:
-        g.enroll_batch([f"p{i}" for i in range(300)], people)
+    with people_gallery(path, people) as g:
         expected = g.search_embeddings(queries)
     good = index_file.read_bytes()
     for trial in range(6):  # flips in the header, the checksum line and the FAISS bytes
@@ -367,8 +371,7 @@ def test_index_file_takes_the_database_files_mode(tmp_path, monkeypatch):
     monkeypatch.setattr(search, "ANN_MIN_SIZE", 100)
     for mode in (0o644, 0o640):
         folder = tmp_path / oct(mode)
-        with Gallery(folder / "g.db", model_id=MODEL) as g:
-            g.enroll_batch([f"p{i}" for i in range(150)], unit(rng, 150))
+        with people_gallery(folder / "g.db", unit(rng, 150)) as g:
             os.chmod(folder / "g.db", mode)
             g.search_embeddings(unit(rng, 1))
         assert (folder / "g.db.index").stat().st_mode & 0o777 == mode
@@ -406,12 +409,7 @@ def test_damaged_gallery_files_give_one_line_errors(tmp_path):
     cuts = [("cut", at) for at in range(0, len(good), 4096 + 1024)]
     flips = [("flip", at) for at in [*range(16, 100, 11), *range(100, len(good), 1499)]]
     for kind, at in cuts + flips:
-        for stale in tmp_path.glob("g.db*"):
-            stale.unlink()
-        data = bytearray(good[:at] if kind == "cut" else good)
-        if kind == "flip":
-            data[at : at + 8] = bytes(b ^ 0x5A for b in data[at : at + 8])
-        path.write_bytes(bytes(data))
+        write_damaged(path, good, kind, at, 0x5A)
         _ops(path, rng)  # any other exception fails the test, with its traceback
 
 
@@ -448,8 +446,7 @@ def test_disk_full_is_said_and_loses_nothing(tmp_path):
     rng = np.random.default_rng(13)
     path = tmp_path / "g.db"
     first = unit(rng, 40)
-    with Gallery(path, model_id=MODEL) as g:
-        g.enroll_batch([f"p{i}" for i in range(40)], first)
+    with people_gallery(path, first) as g:
         pages = g._store.con.execute("PRAGMA page_count").fetchone()[0]
         g._store.con.execute(f"PRAGMA max_page_count = {pages + 2}")  # SQLITE_FULL soon
         with pytest.raises(DiskFull, match="disk full"):

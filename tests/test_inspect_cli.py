@@ -135,17 +135,23 @@ def test_unknown_model_lists_the_registry(capsys, folder, tmp_path):
     assert "unknown inspectable model 'alexnet'" in err
 
 
+# Values just outside each option's limits, refused as "OPTION: VALUE is out of range".
+OUT_OF_RANGE = {
+    "--top": ["0", "101"],
+    "--patch": ["7", "513"],
+    "--batch-size": ["0", "5000"],
+    "--input-size": ["20000"],
+}
+RANGE_ERRORS = [
+    ([opt, v], f"{opt}: {v} is out of range") for opt, vs in OUT_OF_RANGE.items() for v in vs
+]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--top", "0"], "--top: 0 is out of range"),
-        (["--top", "101"], "--top: 101 is out of range"),
+        *RANGE_ERRORS,
         (["--top", "x"], "--top: expected a whole number"),
-        (["--patch", "7"], "--patch: 7 is out of range"),
-        (["--patch", "513"], "--patch: 513 is out of range"),
-        (["--batch-size", "0"], "--batch-size: 0 is out of range"),
-        (["--batch-size", "5000"], "--batch-size: 5000 is out of range"),
-        (["--input-size", "20000"], "--input-size: 20000 is out of range"),
         (["--input-size", "224x0"], "--input-size: 0 is out of range"),
         (["--input-size", "2x2x2"], "--input-size: bad size"),
         (["--units", "2:9x"], "--units: bad unit list"),

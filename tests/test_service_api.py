@@ -13,19 +13,14 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
-from service_live import make_keys  # noqa: E402
+from service_live import in_process  # noqa: E402
 
 from convlens.faces.gallery.policy import shipped_threshold  # noqa: E402
-from convlens.service import ServiceConfig, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, photos_dir, one_torch_thread):
-    root = tmp_path_factory.mktemp("api")
-    keys = make_keys(root / "keys.db")
-    app = create_app(ServiceConfig(db=root / "g.db", keys=root / "keys.db", rate=0))
-    with TestClient(app) as client:
+    with in_process(tmp_path_factory.mktemp("api")) as (client, keys):
         yield client, keys, photos_dir
 
 

@@ -11,20 +11,15 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
-from service_live import make_keys  # noqa: E402
+from service_live import in_process  # noqa: E402
 
-from convlens.service import ServiceConfig, create_app  # noqa: E402
 from convlens.video import VideoWriter, read_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, liveness_dir, one_torch_thread):
-    root = tmp_path_factory.mktemp("video")
-    keys = make_keys(root / "keys.db")
-    app = create_app(ServiceConfig(db=root / "g.db", keys=root / "keys.db", rate=0))
     clips = liveness_dir / "live_video"
-    with TestClient(app) as client:
+    with in_process(tmp_path_factory.mktemp("video")) as (client, keys):
         for name, clip in (("bbaf", "grid_bbaf2n.mpg"), ("swiz", "grid_swiz3n.mpg")):
             first = next(iter(read_frames(clips / clip, max_frames=1))).rgb
             buf = io.BytesIO()

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -90,7 +91,17 @@ def _reason(e: Exception) -> str:
     return text.replace("\n", " ")[:200]
 
 
-class FrameReader:
+class ClosedOnExit:
+    """`with obj:` closes obj at the end, whatever happened (for classes with close())."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FrameReader(ClosedOnExit):
     """Frames of one source, decoded lazily; use as an iterator, close when done."""
 
     def __init__(
@@ -156,12 +167,6 @@ class FrameReader:
 
     def close(self) -> None:
         self._container.close()
-
-    def __enter__(self) -> FrameReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def read_frames(source: str | os.PathLike | int, **options) -> Iterator[Frame]:

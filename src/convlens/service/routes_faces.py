@@ -112,16 +112,23 @@ def _largest(faces, g, img, label: str):
     return found[0]
 
 
+async def _on_image(request: Request, work) -> dict:
+    """work(gallery, image) on the worker pool, for the request's one `image` (decoded there:
+    decoding is CPU work too)."""
+    svc = service(request)
+    _, files = await images.request_parts(request)
+    return await svc.pool.run(
+        lambda g: work(g, images.one_image(files, "image", svc.config.max_pixels))
+    )
+
+
 @router.post("/detect", dependencies=[require("recognize")])
 async def detect(request: Request) -> dict:
     """Every face's box, detector score and 5 landmarks (no encoding)."""
-    svc = service(request)
-    _, files = await images.request_parts(request)
 
-    def work(g):
+    def work(g, img):
         from convlens import faces
 
-        img = images.one_image(files, "image", svc.config.max_pixels)
         found, _ = faces.face_chips(img, detector=g.encode_options["detector"])
         return {
             "faces": [
@@ -134,23 +141,20 @@ async def detect(request: Request) -> dict:
             ]
         }
 
-    return await svc.pool.run(work)
+    return await _on_image(request, work)
 
 
 @router.post("/embeddings", dependencies=[require("recognize")])
 async def embeddings_out(request: Request) -> dict:
     """Every face in `image` with its embedding, and the encoder's model_id."""
-    svc = service(request)
-    _, files = await images.request_parts(request)
 
-    def work(g):
+    def work(g, img):
         from convlens import faces
 
-        img = images.one_image(files, "image", svc.config.max_pixels)
         found = faces.encode(img, model=g.encoder, **g.encode_options)
         return {"model_id": g.encoder_model_id(), "faces": [f.to_json() for f in found]}
 
-    return await svc.pool.run(work)
+    return await _on_image(request, work)
 
 
 @router.post("/embeddings/identify", dependencies=[require("recognize")])

@@ -20,6 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from operator import attrgetter
 
 import numpy as np
 import torch
@@ -185,37 +186,17 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
 
     # --- files and logs, where earlier code and benchmarks look for them ------------------
-    @property
-    def out(self):
-        return self.paths.model
-
-    @property
-    def checkpoint(self):
-        return self.paths.checkpoint
-
-    @property
-    def epochs_csv(self):
-        return self.paths.epochs_csv
-
-    @property
-    def steps_csv(self):
-        return self.paths.steps_csv
-
-    @property
-    def plot_png(self):
-        return self.paths.plot_png
-
-    @property
-    def verifier_path(self):
-        return self.paths.verifier
-
-    @property
-    def history(self) -> list[dict]:
-        return self.curves.history
-
-    @property
-    def step_log(self) -> list[tuple[int, float, float, float]]:
-        return self.curves.step_log
+    # (read-only names for self.paths.* and self.curves.*)
+    out = property(attrgetter("paths.model"))
+    checkpoint = property(attrgetter("paths.checkpoint"))
+    epochs_csv = property(attrgetter("paths.epochs_csv"))
+    steps_csv = property(attrgetter("paths.steps_csv"))
+    plot_png = property(attrgetter("paths.plot_png"))
+    verifier_path = property(attrgetter("paths.verifier"))
+    history = property(attrgetter("curves.history"), doc="One row per epoch (list[dict]).")
+    step_log = property(
+        attrgetter("curves.step_log"), doc="(step, loss, active fraction, lr) per logged step."
+    )
 
     def train_mode(self) -> None:
         """Training mode, except frozen layers, which keep their batch-norm statistics."""

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +53,41 @@ def _seal(con: sqlite3.Connection, after: int) -> None:
     )
 
 
+def drop_if_empty(con: sqlite3.Connection, pid: int) -> None:
+    """In a write: delete the person `pid` if none of their embeddings is left."""
+    con.execute(
+        "DELETE FROM people WHERE id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM embeddings WHERE person_id = ?)",
+        (pid, pid),
+    )
+
+
+def new_rows(
+    result: EnrollResult, vecs, sources, hashes, boxes, owner: Callable[[str], str | None]
+) -> Iterator[tuple[np.ndarray, str | None, str | None, str | None]]:
+    """(vector, source, hash, box as JSON) for each embedding to add to `result.name`, in order.
+
+    `owner(hash)` names whoever has that photo hash stored, or None. A photo stored for this
+    person, or twice in this call, is skipped (its source, else its hash, goes to
+    result.skipped); one stored for someone else is refused. Lazy: a store that inserts row
+    by row sees its own earlier rows in `owner`.
+    """
+    seen = set()
+    for vec, src, digest, box in zip(vecs, sources, hashes, boxes, strict=True):
+        if digest is not None:
+            other = owner(digest)
+            if other is not None and other != result.name:
+                raise ConvlensError(
+                    f"{src or 'photo'}: already enrolled as {other!r}, not enrolling "
+                    f"it as {result.name!r}"
+                )
+            if other is not None or digest in seen:
+                result.skipped.append(src or digest)
+                continue
+            seen.add(digest)
+        yield vec, src, digest, json.dumps([int(v) for v in box]) if box is not None else None
+
+
 class EnrolmentRows:
     """GalleryStore's enrolment writes (records the encoder, adds rows)."""
 
@@ -71,6 +106,16 @@ class EnrolmentRows:
         if stored_dim and int(stored_dim[0]) != dim:
             raise ConvlensError(f"embeddings have {dim} components; gallery has {stored_dim[0]}")
 
+    def _enrolment(self, model_id: str, dim: int, fn):
+        """fn(connection, timestamp) in one write transaction that first records the encoder
+        (or refuses another one): how every enrolment starts, on either backend."""
+
+        def tx(con):
+            self._claim_model(con, model_id, dim)
+            return fn(con, now())
+
+        return self.write(tx)
+
     def enroll_embeddings(
         self,
         name: str,
@@ -81,41 +126,31 @@ class EnrolmentRows:
         hashes: Sequence[str | None] | None = None,
         boxes: Sequence[Sequence[int] | None] | None = None,
     ) -> EnrollResult:
-        """Store embeddings for `name` (created if new) in one transaction.
-
-        Rows whose hash is already stored for this person are skipped; a hash stored for
-        someone else is refused (one photo cannot show two people's largest face).
-        """
+        """The rows of Gallery.enroll_embeddings (which says what is skipped and what refused),
+        written in one transaction."""
         name, vecs, sources, hashes, boxes = checked_enrolment(
             self, name, embeddings, model_id, sources, hashes, boxes
         )
         result = EnrollResult(name)
 
-        def tx(con):
-            self._claim_model(con, model_id, vecs.shape[1])
-            stamp = now()
+        def tx(con, stamp):
             con.execute("INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)", (name, stamp))
             pid = con.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
-            rows = []
-            seen = set()
-            for vec, src, digest, box in zip(vecs, sources, hashes, boxes, strict=True):
-                if digest is not None:
-                    other = con.execute(
-                        "SELECT p.name FROM embeddings e JOIN people p ON p.id = e.person_id "
-                        "WHERE e.sha256 = ? LIMIT 1",
-                        (digest,),
-                    ).fetchone()
-                    if other is not None and other[0] != name:
-                        raise ConvlensError(
-                            f"{src or 'photo'}: already enrolled as {other[0]!r}, not enrolling "
-                            f"it as {name!r}"
-                        )
-                    if other is not None or digest in seen:
-                        result.skipped.append(src or digest)
-                        continue
-                    seen.add(digest)
-                box_json = json.dumps([int(v) for v in box]) if box is not None else None
-                rows.append((pid, src, digest, box_json, vec.tobytes(), stamp))
+
+            def owner(digest):
+                row = con.execute(
+                    "SELECT p.name FROM embeddings e JOIN people p ON p.id = e.person_id "
+                    "WHERE e.sha256 = ? LIMIT 1",
+                    (digest,),
+                ).fetchone()
+                return row[0] if row else None
+
+            rows = [
+                (pid, src, digest, box_json, vec.tobytes(), stamp)
+                for vec, src, digest, box_json in new_rows(
+                    result, vecs, sources, hashes, boxes, owner
+                )
+            ]
             first = _last_id(con)
             for row in rows:
                 cur = con.execute(
@@ -129,15 +164,10 @@ class EnrolmentRows:
                 "INSERT INTO change_log (embedding_id, op) VALUES (?, 1)",
                 [(i,) for i in result.added],
             )
-            if not result.added:
-                # Nothing new: do not leave an empty person behind.
-                con.execute(
-                    "DELETE FROM people WHERE id = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM embeddings WHERE person_id = ?)",
-                    (pid, pid),
-                )
+            if not result.added:  # nothing new: do not leave an empty person behind
+                drop_if_empty(con, pid)
 
-        self.write(tx)
+        self._enrolment(model_id, vecs.shape[1], tx)
         return result
 
     def enroll_batch(
@@ -146,9 +176,7 @@ class EnrolmentRows:
         """Bulk load: one embedding per name (people created as needed), one transaction."""
         names, vecs = checked_batch(self, names, embeddings, model_id)
 
-        def tx(con):
-            self._claim_model(con, model_id, vecs.shape[1])
-            stamp = now()
+        def tx(con, stamp):
             con.executemany(
                 "INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)",
                 ((n, stamp) for n in names),
@@ -169,8 +197,7 @@ class EnrolmentRows:
             )
             return ids
 
-        ids = self.write(tx)
-        return ids
+        return self._enrolment(model_id, vecs.shape[1], tx)
 
 
 def checked_enrolment(store, name, embeddings, model_id, sources, hashes, boxes):

@@ -21,10 +21,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from convlens.errors import ConvlensError
-from convlens.faces.gallery.enrolment import EnrollResult, checked_batch, checked_enrolment
+from convlens.faces.gallery.enrolment import (
+    EnrollResult,
+    EnrolmentRows,
+    checked_batch,
+    checked_enrolment,
+    new_rows,
+)
 from convlens.faces.gallery.rows import NoSuchPerson
 from convlens.faces.gallery.schema import now
-from convlens.faces.gallery.storage import GalleryStore, Person, Photo
+from convlens.faces.gallery.storage import GalleryStore
 
 WRITE_LOCK = 0x636C6E73  # pg_advisory_xact_lock key: "clns"
 
@@ -64,6 +70,15 @@ def _parse(texts: Sequence[str], dim: int) -> np.ndarray:
         return np.zeros((0, dim), np.float32)
     flat = ",".join(t[1:-1] for t in texts)
     return np.fromstring(flat, dtype=np.float32, sep=",").reshape(len(texts), -1)
+
+
+def _drop_if_empty(cur, pid: int) -> None:
+    """In a write: delete the person `pid` if none of their embeddings is left."""
+    cur.execute(
+        "DELETE FROM convlens_people p WHERE id = %s AND NOT EXISTS "
+        "(SELECT 1 FROM convlens_embeddings WHERE person_id = p.id)",
+        (pid,),
+    )
 
 
 class PostgresStore:
@@ -199,22 +214,15 @@ class PostgresStore:
 
     # -- people -----------------------------------------------------------------------------
 
-    def people(self) -> list[Person]:
-        rows = self.all(
-            "SELECT p.id, p.name, p.created, COUNT(e.id) FROM convlens_people p LEFT JOIN "
-            'convlens_embeddings e ON e.person_id = p.id GROUP BY p.id ORDER BY p.name COLLATE "C"'
-        )
-        return [Person(*r) for r in rows]
-
-    def count(self) -> int:
-        return int(self.one("SELECT COUNT(*) FROM convlens_embeddings")[0])
-
-    def person_id(self, name: str) -> int:
-        row = self.one("SELECT id FROM convlens_people WHERE name = %s", (name,))
-        if row is None:
-            raise NoSuchPerson(f"no one called {name!r} in the gallery {self.path}")
-        return int(row[0])
-
+    _PEOPLE_SQL = (
+        "SELECT p.id, p.name, p.created, COUNT(e.id) FROM convlens_people p LEFT JOIN "
+        'convlens_embeddings e ON e.person_id = p.id GROUP BY p.id ORDER BY p.name COLLATE "C"'
+    )
+    _COUNT_SQL = "SELECT COUNT(*) FROM convlens_embeddings"
+    _PERSON_ID_SQL = "SELECT id FROM convlens_people WHERE name = %s"
+    people = GalleryStore.people
+    count = GalleryStore.count
+    person_id = GalleryStore.person_id
     check_name = staticmethod(GalleryStore.check_name)
 
     def person_vectors(self, name: str) -> np.ndarray:
@@ -251,14 +259,11 @@ class PostgresStore:
 
         self.write(tx)
 
-    def photos(self, name: str) -> list[Photo]:
-        pid = self.person_id(self.check_name(name))
-        rows = self.all(
-            "SELECT id, source, sha256, box, created FROM convlens_embeddings "
-            "WHERE person_id = %s ORDER BY id",
-            (pid,),
-        )
-        return [Photo(i, src, h, json.loads(b) if b else None, c) for i, src, h, b, c in rows]
+    _PHOTOS_SQL = (
+        "SELECT id, source, sha256, box, created FROM convlens_embeddings "
+        "WHERE person_id = %s ORDER BY id"
+    )
+    photos = GalleryStore.photos
 
     def forget_photo(self, name: str, photo_id: int) -> np.ndarray:
         name = self.check_name(name)
@@ -272,16 +277,14 @@ class PostgresStore:
             row = cur.fetchone()
             if row is None:
                 raise NoSuchPerson(f"no photo {photo_id} of {name!r} in the gallery {self.path}")
-            cur.execute(
-                "DELETE FROM convlens_people p WHERE id = %s AND NOT EXISTS "
-                "(SELECT 1 FROM convlens_embeddings WHERE person_id = p.id)",
-                row[:1],
-            )
+            _drop_if_empty(cur, row[0])
             return _parse([row[1]], self.dim or 0)[0]
 
         return self.write(tx)
 
     # -- enrolment rows ---------------------------------------------------------------------
+
+    _enrolment = EnrolmentRows._enrolment  # the transaction, with this store's _claim_model
 
     def enroll_embeddings(
         self, name, embeddings, *, model_id, sources=None, hashes=None, boxes=None
@@ -293,34 +296,24 @@ class PostgresStore:
         )
         result = EnrollResult(name)
 
-        def tx(cur):
-            self._claim_model(cur, model_id, vecs.shape[1])
-            stamp = now()
+        def tx(cur, stamp):
             cur.execute(
                 "INSERT INTO convlens_people (name, created) VALUES (%s, %s) "
                 "ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
                 (name, stamp),
             )
             pid = cur.fetchone()[0]
-            seen = set()
-            for vec, src, digest, box in zip(vecs, sources, hashes, boxes, strict=True):
-                if digest is not None:
-                    cur.execute(
-                        "SELECT p.name FROM convlens_embeddings e JOIN convlens_people p "
-                        "ON p.id = e.person_id WHERE e.sha256 = %s LIMIT 1",
-                        (digest,),
-                    )
-                    other = cur.fetchone()
-                    if other is not None and other[0] != name:
-                        raise ConvlensError(
-                            f"{src or 'photo'}: already enrolled as {other[0]!r}, not enrolling "
-                            f"it as {name!r}"
-                        )
-                    if other is not None or digest in seen:
-                        result.skipped.append(src or digest)
-                        continue
-                    seen.add(digest)
-                box_json = json.dumps([int(v) for v in box]) if box is not None else None
+
+            def owner(digest):
+                cur.execute(
+                    "SELECT p.name FROM convlens_embeddings e JOIN convlens_people p "
+                    "ON p.id = e.person_id WHERE e.sha256 = %s LIMIT 1",
+                    (digest,),
+                )
+                row = cur.fetchone()
+                return row[0] if row else None
+
+            for vec, src, digest, box_json in new_rows(result, vecs, sources, hashes, boxes, owner):
                 cur.execute(
                     "INSERT INTO convlens_embeddings (person_id, source, sha256, box, vector, "
                     "created) VALUES (%s, %s, %s, %s, %s::vector, %s) RETURNING id",
@@ -328,22 +321,16 @@ class PostgresStore:
                 )
                 result.added.append(int(cur.fetchone()[0]))
             if not result.added:
-                cur.execute(
-                    "DELETE FROM convlens_people p WHERE id = %s AND NOT EXISTS "
-                    "(SELECT 1 FROM convlens_embeddings WHERE person_id = p.id)",
-                    (pid,),
-                )
+                _drop_if_empty(cur, pid)
 
-        self.write(tx)
+        self._enrolment(model_id, vecs.shape[1], tx)
         return result
 
     def enroll_batch(self, names, embeddings, model_id) -> list[int]:
         """Bulk load: one embedding per name (people created as needed), one transaction."""
         names, vecs = checked_batch(self, names, embeddings, model_id)
 
-        def tx(cur):
-            self._claim_model(cur, model_id, vecs.shape[1])
-            stamp = now()
+        def tx(cur, stamp):
             cur.executemany(
                 "INSERT INTO convlens_people (name, created) VALUES (%s, %s) "
                 "ON CONFLICT (name) DO NOTHING",
@@ -361,7 +348,7 @@ class PostgresStore:
             )
             return sorted(r[0] for r in cur.fetchall())
 
-        return self.write(tx)
+        return self._enrolment(model_id, vecs.shape[1], tx)
 
     def vectors_by_person(self) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         rows = self.all(

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from convlens.errors import ConvlensError
-from convlens.faces.gallery.enrolment import EnrolmentRows
+from convlens.faces.gallery.enrolment import EnrolmentRows, drop_if_empty
 from convlens.faces.gallery.rows import DB_ERRORS, ROW_COLUMNS, NoSuchPerson, db_error, unpack
 from convlens.faces.gallery.schema import (
     BUSY_TIMEOUT_S,
@@ -207,18 +207,22 @@ class GalleryStore(EnrolmentRows):
 
     # -- people ------------------------------------------------------------------------------
 
+    # What people, count and person_id ask; PostgresStore borrows them with its own SQL.
+    _PEOPLE_SQL = (
+        "SELECT p.id, p.name, p.created, COUNT(e.id) FROM people p "
+        "LEFT JOIN embeddings e ON e.person_id = p.id GROUP BY p.id ORDER BY p.name"
+    )
+    _COUNT_SQL = "SELECT COUNT(*) FROM embeddings"
+    _PERSON_ID_SQL = "SELECT id FROM people WHERE name = ?"
+
     def people(self) -> list[Person]:
-        rows = self.all(
-            "SELECT p.id, p.name, p.created, COUNT(e.id) FROM people p "
-            "LEFT JOIN embeddings e ON e.person_id = p.id GROUP BY p.id ORDER BY p.name"
-        )
-        return [Person(*r) for r in rows]
+        return [Person(*r) for r in self.all(self._PEOPLE_SQL)]
 
     def count(self) -> int:
-        return int(self.one("SELECT COUNT(*) FROM embeddings")[0])
+        return int(self.one(self._COUNT_SQL)[0])
 
     def person_id(self, name: str) -> int:
-        row = self.one("SELECT id FROM people WHERE name = ?", (name,))
+        row = self.one(self._PERSON_ID_SQL, (name,))
         if row is None:
             raise NoSuchPerson(f"no one called {name!r} in the gallery {self.path}")
         return int(row[0])
@@ -333,13 +337,12 @@ class GalleryStore(EnrolmentRows):
             with contextlib.suppress(sqlite3.Error):  # the mark's page holds nothing personal
                 self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    _PHOTOS_SQL = (  # borrowed by PostgresStore, as people is
+        "SELECT id, source, sha256, box, created FROM embeddings WHERE person_id = ? ORDER BY id"
+    )
+
     def photos(self, name: str) -> list[Photo]:
-        pid = self.person_id(self.check_name(name))
-        rows = self.all(
-            "SELECT id, source, sha256, box, created FROM embeddings WHERE person_id = ? "
-            "ORDER BY id",
-            (pid,),
-        )
+        rows = self.all(self._PHOTOS_SQL, (self.person_id(self.check_name(name)),))
         return [Photo(i, src, h, json.loads(b) if b else None, c) for i, src, h, b, c in rows]
 
     def forget_photo(self, name: str, photo_id: int) -> np.ndarray:
@@ -357,11 +360,7 @@ class GalleryStore(EnrolmentRows):
                 raise NoSuchPerson(f"no photo {photo_id} of {name!r} in the gallery {self.path}")
             con.execute("INSERT INTO change_log (embedding_id, op) VALUES (?, -1)", (photo_id,))
             con.execute("DELETE FROM embeddings WHERE id = ?", (int(photo_id),))
-            con.execute(
-                "DELETE FROM people WHERE id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM embeddings WHERE person_id = ?)",
-                (row[0], row[0]),
-            )
+            drop_if_empty(con, row[0])
             con.execute("INSERT OR REPLACE INTO meta VALUES ('erasure_pending', ?)", (now(),))
             return np.frombuffer(row[1], np.float32)
 

@@ -28,7 +28,7 @@ from convlens.faces.box import Box
 from convlens.faces.liveness import Challenge, LivenessMonitor, LivenessVerdict
 from convlens.faces.liveness.geometry import interocular, yaw
 from convlens.faces.video.tracker import FaceTracker, Track
-from convlens.video import FrameReader
+from convlens.video import ClosedOnExit, FrameReader
 
 RELINK_DISTANCE = 0.45  # a new track within this of a recently lost one is the same person
 RELINK_S = 2.0
@@ -94,7 +94,7 @@ def _quality(t: Track) -> float:
     return interocular(t.landmarks) * (1.0 - abs(yaw(t.landmarks)))
 
 
-class Watcher:
+class Watcher(ClosedOnExit):
     """Runs the tracker, encoder, gallery and liveness over one source. Iterate `frames()` for
     (frame, visible tracks, events) — e.g. to draw — or `events()` for the events alone."""
 
@@ -114,12 +114,6 @@ class Watcher:
 
     def close(self) -> None:
         self.reader.close()
-
-    def __enter__(self) -> Watcher:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _encoder(self):
         if self._net is None:
