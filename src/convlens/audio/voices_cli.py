@@ -111,10 +111,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 wave = load_clip(path, model.rate)
             except ConvlensError as e:
                 failures += 1
-                if args.json:
-                    emit({"path": str(path), "matches": [], "error": str(e)})
-                else:
-                    gallery_cli.report_error(path, e)
+                gallery_cli.report_failure(args, path, e, results="matches")
                 continue
             matches = g.identify_embeddings(embed_waves(model, [wave]), k=args.k)
             if args.json:
