@@ -23,13 +23,14 @@ from convlens.faces.cli_common import add_db, default_db, emit
 
 
 def register(subparsers) -> None:
-    group = subparsers.add_parser(
+    """Enrol speakers from speech clips and identify or verify clips, with a speaker encoder
+    trained by `convlens train triplet VOICES --model speaker-cnn`."""
+    sub = opt.add_group(
+        subparsers,
         "voices",
         help="speaker enrolment, identification and verification (a gallery of voices)",
-        description="Enrol speakers from speech clips and identify or verify clips, with a "
-        "speaker encoder trained by `convlens train triplet VOICES --model speaker-cnn`.",
+        description=register.__doc__,  # what `convlens voices --help` says
     )
-    sub = group.add_subparsers(dest="voices_command", metavar="COMMAND", required=True)
     p = sub.add_parser("enroll", help="add speech clips of a speaker to the gallery")
     p.add_argument("name")
     p.add_argument("clips", nargs="+", metavar="CLIP", type=opt.existing_path("file"))
