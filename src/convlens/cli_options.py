@@ -9,11 +9,14 @@
   work starts (`check_outputs`).
 * Library errors (ConvlensError) name the offending value or path, never a flag: the flags
   belong to this layer.
+* A command's help is the docstring of the function that runs it (`add_command`): a lowercase
+  summary line for the list of commands, then the description that --help shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import sys
@@ -147,6 +150,21 @@ def add_group(subparsers, name: str, help: str, description: str, metavar: str =
     return group.add_subparsers(dest=f"{name}_command", metavar=metavar, required=True)
 
 
+def add_command(
+    subparsers, name: str, run: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """A command NAME that `run(args)` carries out; returns its parser, for its options.
+
+    `run`'s docstring is the command's help: its first paragraph the line in the list of
+    commands (lowercase, as they all are), the rest the description under --help. What a
+    command says it does is written once, on the function that does it.
+    """
+    summary, _, details = (inspect.getdoc(run) or "").partition("\n\n")
+    p = subparsers.add_parser(name, help=summary or None, description=details or None)
+    p.set_defaults(func=run)
+    return p
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device",
@@ -164,12 +182,15 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
-def add_model(p: argparse.ArgumentParser, task: str, default: str | None = None) -> None:
+def add_model(
+    p: argparse.ArgumentParser, task: str, default: str | None = None, required: bool = False
+) -> None:
     """--model NAME|PATH: a registry name (`convlens models`) or a weights file."""
     shown = f" (default {default})" if default else ""
     p.add_argument(
         "--model",
         default=default,
+        required=required,
         metavar="NAME|PATH",
         help=f"{task} from `convlens models`, or a weights file{shown}",
     )

@@ -25,16 +25,34 @@ AUDIO_OUT = (".wav", ".flac", ".ogg")
 
 
 def register(subparsers) -> None:
-    group = subparsers.add_parser(
+    """Texture synthesis beyond images: a sound's texture from a recording, or a solid (volume)
+    texture from a 2-D image."""
+    sub = cli_options.add_group(
+        subparsers,
         "texture",
         help="Gram-matrix textures of sounds (1-D) and solids (3-D)",
-        description="Texture synthesis beyond images: a sound's texture from a recording, "
-        "or a solid (volume) texture from a 2-D image.",
+        description=register.__doc__,  # what `convlens texture --help` says
+        metavar="KIND",
     )
-    sub = group.add_subparsers(dest="texture_command", metavar="KIND", required=True)
     _audio_parser(sub)
     _solid_parser(sub)
     _volume_parser(sub)
+
+
+def _steps(p: argparse.ArgumentParser, default: int, what: str) -> None:
+    p.add_argument(
+        "--steps", type=int_range(1, 100_000), default=default, help=f"{what} ({default})"
+    )
+
+
+def _lr(p: argparse.ArgumentParser) -> None:
+    """Solid and volume textures: Adam over the voxels, whose values lie in 0..1."""
+    p.add_argument(
+        "--lr",
+        type=float_range(0, 10, lo_open=True),
+        default=0.02,
+        help="Adam step size, 0..1 scale (0.02)",
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -44,79 +62,50 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _audio_parser(sub) -> None:
-    p = sub.add_parser(
-        "audio",
-        help="synthesise a sound texture (or put it on a content clip)",
-        description="Match the Gram matrices of a random wide 1-D ConvNet over the log-"
-        "magnitude STFT (Ulyanov & Lebedev 2016); phase by Griffin-Lim. With two inputs the "
-        "first is the content clip. Writes OUT and OUT's stem + .png (spectrograms).",
-    )
+    p = cli_options.add_command(sub, "audio", _run_audio)
     p.add_argument("inputs", nargs="+", metavar="[CONTENT] STYLE", help="audio files")
     p.add_argument("-o", "--output", required=True, type=Path, help="output .wav/.flac/.ogg")
     p.add_argument("--seconds", type=float_range(0.1, 120), default=5.0,
                    help="length without a content clip, 0.1..120 (5)")  # fmt: skip
-    p.add_argument("--steps", type=int_range(1, 100_000), default=150,
-                   help="L-BFGS evaluations (150)")  # fmt: skip
+    _steps(p, 150, "L-BFGS evaluations")
     p.add_argument("--channels", type=int_range(8, 16_384), default=1024,
                    help="random filters (1024)")  # fmt: skip
     p.add_argument("--content-weight", type=float_range(0, 1e6, lo_open=True), default=1e-2,
                    help="content cost weight with a content clip (0.01)")  # fmt: skip
     _common(p)
-    p.set_defaults(func=_run_audio)
 
 
 def _solid_parser(sub) -> None:
-    p = sub.add_parser(
-        "solid",
-        help="a solid (3-D) texture whose slices look like a 2-D exemplar",
-        description="Optimise a SIZE^3 RGB volume so that slices along all three axes match "
-        "the exemplar's VGG19 Gram matrices. Writes OUT.npz (uint8 volume), OUT_axis0/1/2.png, "
-        "OUT_slices.png and OUT_sweep.gif.",
-    )
+    p = cli_options.add_command(sub, "solid", _run_solid)
     # dest "style": the exemplar plays the role of the style image
     p.add_argument("style", metavar="EXEMPLAR", type=cli_options.existing_path("file"))
     p.add_argument("-o", "--output", required=True, type=Path, help="output .npz")
     p.add_argument("--size", type=int_range(8, 512), default=64, help="cube side, 8..512 (64)")
-    p.add_argument("--steps", type=int_range(1, 100_000), default=200, help="gradient steps (200)")
+    _steps(p, 200, "gradient steps")
     p.add_argument("--per-axis", type=int_range(1, 64), default=2,
                    help="random slices per axis per step (2)")  # fmt: skip
-    p.add_argument("--lr", type=float_range(0, 10, lo_open=True), default=0.02,
-                   help="Adam step size, 0..1 scale (0.02)")  # fmt: skip
+    _lr(p)
     p.add_argument("--zoom", type=float_range(0.25, 16), default=2.0,
                    help="exemplar's shorter side = ZOOM x SIZE pixels: larger ZOOM, larger "
                    "texture elements in the cube, 0.25..16 (2)")  # fmt: skip
     _common(p)
-    p.set_defaults(func=_run_solid)
 
 
 def _volume_parser(sub) -> None:
-    from convlens.volumes.inspect_cli import shape_arg, window_arg
+    from convlens.volumes.inspect_cli import add_volume_options
 
-    p = sub.add_parser(
-        "volume",
-        help="style transfer onto a volume with VGG19 inflated to 3-D",
-        description="Give a content volume (.npy/.npz/.nii/.nii.gz/DICOM) the style of a 2-D "
-        "image (Grams of its 2-D VGG19 features, as luminance) or of another volume, with "
-        "vgg19-3d. Writes OUT.npz (float volume 0..1), OUT_slices.png (content above result) "
-        "and OUT_sweep.gif.",
-    )
+    p = cli_options.add_command(sub, "volume", _run_volume)
     p.add_argument("content", metavar="CONTENT", type=cli_options.existing_path("any"))
     p.add_argument("style", metavar="STYLE", type=cli_options.existing_path("any"),
                    help="a 2-D image, or a volume file")  # fmt: skip
     p.add_argument("-o", "--output", required=True, type=Path, help="output .npz")
-    p.add_argument("--shape", type=shape_arg, default=(24, 48, 48),
-                   help="resample the content to D,H,W first (24,48,48)")  # fmt: skip
-    p.add_argument("--window", type=window_arg, default=None,
-                   help="LO,HI mapped to 0..1 (default: CT -1000,1500 HU when the volume "
-                   "holds negative values, else its 1st..99th percentile)")  # fmt: skip
-    p.add_argument("--steps", type=int_range(1, 100_000), default=60, help="Adam steps (60)")
-    p.add_argument("--lr", type=float_range(0, 10, lo_open=True), default=0.02,
-                   help="Adam step size, 0..1 scale (0.02)")  # fmt: skip
+    add_volume_options(p, "content", (24, 48, 48))
+    _steps(p, 60, "Adam steps")
+    _lr(p)
     p.add_argument("--style-weight", type=float_range(0, 1e6, lo_open=True), default=10.0,
                    help="style cost weight against the content cost (10)")  # fmt: skip
     cli_options.add_quiet(p)  # no --seed: the run starts from the content, nothing is drawn
     cli_options.add_json(p)
-    p.set_defaults(func=_run_volume)
 
 
 def _progress(args, total: int, what: str):
@@ -126,6 +115,11 @@ def _progress(args, total: int, what: str):
 
 
 def _run_audio(args: argparse.Namespace) -> int:
+    """synthesise a sound texture (or put it on a content clip)
+
+    Match the Gram matrices of a random wide 1-D ConvNet over the log-magnitude STFT
+    (Ulyanov & Lebedev 2016); phase by Griffin-Lim. With two inputs the first is the content
+    clip. Writes OUT and OUT's stem + .png (spectrograms)."""
     from convlens.audio.io import write_audio
     from convlens.audio.stats import save_spectrograms
     from convlens.audio.texture import RATE, synthesize
@@ -147,12 +141,15 @@ def _run_audio(args: argparse.Namespace) -> int:
         )  # fmt: skip
     write_audio(args.output, result.samples, result.rate)
     save_spectrograms({"synthesis": result.samples}, RATE, picture)
-    _report(args, {"output": str(args.output), "spectrogram": str(picture),
-                   "loss_first": result.losses[0], "loss_last": result.losses[-1]})  # fmt: skip
-    return 0
+    return _report(args, result, output=str(args.output), spectrogram=str(picture))
 
 
 def _run_solid(args: argparse.Namespace) -> int:
+    """a solid (3-D) texture whose slices look like a 2-D exemplar
+
+    Optimise a SIZE^3 RGB volume so that slices along all three axes match the exemplar's
+    VGG19 Gram matrices. Writes OUT.npz (uint8 volume), OUT_axis0/1/2.png, OUT_slices.png and
+    OUT_sweep.gif."""
     from convlens.volumes.solid import output_paths, save_solid, solid_texture
 
     if args.output.suffix.lower() != ".npz":
@@ -166,12 +163,15 @@ def _run_solid(args: argparse.Namespace) -> int:
             callback=lambda step, loss: bar.advance(1, f"loss {loss:.4g}"),
         )  # fmt: skip
     written = save_solid(result, args.output)
-    _report(args, {"outputs": [str(p) for p in written], "seconds": result.seconds,
-                   "loss_first": result.losses[0], "loss_last": result.losses[-1]})  # fmt: skip
-    return 0
+    return _report(args, result, outputs=[str(p) for p in written], seconds=result.seconds)
 
 
 def _run_volume(args: argparse.Namespace) -> int:
+    """style transfer onto a volume with VGG19 inflated to 3-D
+
+    Give a content volume (.npy/.npz/.nii/.nii.gz/DICOM) the style of a 2-D image (Grams of
+    its 2-D VGG19 features, as luminance) or of another volume, with vgg19-3d. Writes OUT.npz
+    (float volume 0..1), OUT_slices.png (content above result) and OUT_sweep.gif."""
     from convlens.volumes import prepare_volume
     from convlens.volumes.transfer import output_paths, save_transfer, style_volume
 
@@ -185,14 +185,15 @@ def _run_volume(args: argparse.Namespace) -> int:
             callback=lambda step, loss: bar.advance(1, f"loss {loss:.4g}"),
         )  # fmt: skip
     written = save_transfer(result, args.output)
-    _report(args, {"outputs": [str(p) for p in written], "seconds": result.seconds,
-                   "loss_first": result.losses[0], "loss_last": result.losses[-1]})  # fmt: skip
-    return 0
+    return _report(args, result, outputs=[str(p) for p in written], seconds=result.seconds)
 
 
-def _report(args: argparse.Namespace, row: dict) -> None:
+def _report(args: argparse.Namespace, result, **row) -> int:
+    """The closing answer: what was written, and the loss at the first and last step."""
+    row.update(loss_first=result.losses[0], loss_last=result.losses[-1])
     if args.json:
         print(json.dumps({"event": "done", **row}), flush=True)
-        return
-    for key, value in row.items():
-        print(f"{key}: {value}")
+    else:
+        for key, value in row.items():
+            print(f"{key}: {value}")
+    return 0

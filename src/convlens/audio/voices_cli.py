@@ -23,13 +23,14 @@ from convlens.faces.cli_common import add_db, default_db, emit
 
 
 def register(subparsers) -> None:
-    group = subparsers.add_parser(
+    """Enrol speakers from speech clips and identify or verify clips, with a speaker encoder
+    trained by `convlens train triplet VOICES --model speaker-cnn`."""
+    sub = opt.add_group(
+        subparsers,
         "voices",
         help="speaker enrolment, identification and verification (a gallery of voices)",
-        description="Enrol speakers from speech clips and identify or verify clips, with a "
-        "speaker encoder trained by `convlens train triplet VOICES --model speaker-cnn`.",
+        description=register.__doc__,  # what `convlens voices --help` says
     )
-    sub = group.add_subparsers(dest="voices_command", metavar="COMMAND", required=True)
     p = sub.add_parser("enroll", help="add speech clips of a speaker to the gallery")
     p.add_argument("name")
     p.add_argument("clips", nargs="+", metavar="CLIP", type=opt.existing_path("file"))
@@ -111,10 +112,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 wave = load_clip(path, model.rate)
             except ConvlensError as e:
                 failures += 1
-                if args.json:
-                    emit({"path": str(path), "matches": [], "error": str(e)})
-                else:
-                    gallery_cli.report_error(path, e)
+                gallery_cli.report_failure(args, path, e, results="matches")
                 continue
             matches = g.identify_embeddings(embed_waves(model, [wave]), k=args.k)
             if args.json:

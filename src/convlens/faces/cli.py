@@ -15,6 +15,7 @@ import sys
 from convlens import cli_options as opt
 from convlens.errors import ConvlensError
 from convlens.faces.cli_common import add_encoder, emit, encode_options, photo_arguments
+from convlens.faces.gallery_cli import report_failure
 from convlens.faces.pipeline import MAX_JITTER
 
 
@@ -87,10 +88,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     for path, result in stream:
         if isinstance(result, ConvlensError):
             failed += 1
-            if args.json:
-                emit({"path": str(path), "faces": [], "error": str(result)})
-            else:
-                print(f"{str(path):{width}s}    -  error: {result}")
+            report_failure(
+                args, path, result, say=lambda p, e: print(f"{p!s:{width}s}    -  error: {e}")
+            )
             continue
         if args.json:
             emit({"path": str(path), "faces": [f.to_json() for f in result], "error": None})

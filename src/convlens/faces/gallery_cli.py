@@ -114,6 +114,17 @@ def report_error(path, e) -> None:
     )
 
 
+def report_failure(
+    args, path, error: ConvlensError, results: str = "faces", say=report_error
+) -> None:
+    """One input of a batch could not be read, and the batch goes on: with --json a line with
+    no `results` and the error, else `say(path, error)`."""
+    if args.json:
+        emit({"path": str(path), results: [], "error": str(error)})
+    else:
+        say(path, error)
+
+
 def cmd_identify(args) -> int:
     failures = 0
     with open_gallery(args) as g:
@@ -132,10 +143,7 @@ def cmd_identify(args) -> int:
         for path, result in stream:
             if isinstance(result, ConvlensError):
                 failures += 1
-                if args.json:
-                    emit({"path": str(path), "faces": [], "error": str(result)})
-                else:
-                    report_error(path, result)
+                report_failure(args, path, result)
                 continue
             if args.json:
                 faces = [m.to_json() for m in result]

@@ -46,7 +46,11 @@ _units.__name__ = "units"
 
 
 def _add_network(p: argparse.ArgumentParser) -> None:
-    opts.add_model(p, "inspectable network (e.g. face, efficientnet-lite0) or face encoder file")
+    opts.add_model(
+        p,
+        "inspectable network (e.g. face, efficientnet-lite0) or face encoder file",
+        required=True,
+    )
     p.add_argument(
         "--weights",
         type=opts.existing_path("file"),
@@ -61,12 +65,13 @@ def _add_network(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
+    """Look inside a ConvNet (Zeiler & Fergus): for units of a layer, the image patches
+    (receptive-field boxes) that excite them most over a folder of images."""
     sub = opts.add_group(
         subparsers,
         "inspect",
         help="look inside a ConvNet: layers, and the image patches that excite units most",
-        description="Look inside a ConvNet (Zeiler & Fergus): for units of a layer, the image "
-        "patches (receptive-field boxes) that excite them most over a folder of images.",
+        description=register.__doc__,  # what `convlens inspect --help` says
     )
     _register_layers(sub)
     _register_units(sub)
@@ -76,24 +81,13 @@ def register(subparsers) -> None:
 
 
 def _register_layers(sub) -> None:
-    p = sub.add_parser(
-        "layers",
-        help="list named layers with output shape and receptive field",
-        description="Named layers of a network, with output shape and receptive field "
-        "(size and stride in input pixels) for the given input size.",
-    )
+    p = opts.add_command(sub, "layers", _layers)
     _add_network(p)
     opts.add_json(p)
-    p.set_defaults(func=lambda args, p=p: _layers(args, p))
 
 
 def _register_units(sub) -> None:
-    p = sub.add_parser(
-        "units",
-        help="grid of each unit's top image patches",
-        description="One streaming pass over the images; for each unit, the patches of its "
-        "top activations, one grid PNG per layer plus a JSON with the same data.",
-    )
+    p = opts.add_command(sub, "units", _units_command)
     _add_network(p)
     p.add_argument(
         "--layer",
@@ -112,21 +106,16 @@ def _register_units(sub) -> None:
         "--units", type=_units, default="0:16", help="units: 0:16, 3,7,12 or all (default 0:16)"
     )
     p.add_argument(
-        "--top", type=opts.int_range(1, 100), default=9, help="patches per unit, 1..100 (default 9)"
-    )
-    p.add_argument(
         "--gradient", action="store_true", help="add the patches weighted by |d unit / d input|"
     )
     p.add_argument("--per-position", action="store_true", help="allow several patches per image")
-    p.add_argument(
-        "--patch",
-        type=opts.int_range(8, 512),
-        default=64,
-        help="patch size in the grid, 8..512 pixels (default 64)",
-    )
-    p.add_argument(
-        "--batch-size", type=opts.int_range(1, 4096), default=32, help="1..4096 (default 32)"
-    )
+    # The scan's whole numbers: patches kept per unit, their size in the grid, inputs per batch.
+    for flag, limits, default, text in (
+        ("--top", (1, 100), 9, "patches per unit, 1..100 (default 9)"),
+        ("--patch", (8, 512), 64, "patch size in the grid, 8..512 pixels (default 64)"),
+        ("--batch-size", (1, 4096), 32, "1..4096 (default 32)"),
+    ):
+        p.add_argument(flag, type=opts.int_range(*limits), default=default, help=text)
     p.add_argument(
         "-o",
         "--output",
@@ -136,12 +125,6 @@ def _register_units(sub) -> None:
     )
     opts.add_quiet(p)
     opts.add_json(p)
-    p.set_defaults(func=lambda args, p=p: _units_command(args, p))
-
-
-def _require_model(args, parser) -> None:
-    if args.model is None:
-        opts.usage_error(parser, "the following arguments are required: --model")
 
 
 def _refuse_volumes(args) -> None:
@@ -162,11 +145,14 @@ def _refuse_volumes(args) -> None:
             raise ConvlensError(f"{path}: a volume, not images: {hint}")
 
 
-def _layers(args, parser) -> int:
+def _layers(args) -> int:
+    """list named layers with output shape and receptive field
+
+    Named layers of a network, with output shape and receptive field (size and stride in
+    input pixels) for the given input size."""
     from convlens.inspection import format_layers, layers_json, list_layers, resolve_model
     from convlens.models.devices import resolve_device
 
-    _require_model(args, parser)
     device = resolve_device(args.device)
     model, spec, _ = resolve_model(args.model, args.input_size, weights=args.weights)
     layers = list_layers(model, spec.size, device=device)
@@ -196,14 +182,17 @@ def _progress_bar(args, total: int):
         yield update
 
 
-def _units_command(args, parser) -> int:
+def _units_command(args) -> int:
+    """grid of each unit's top image patches
+
+    One streaming pass over the images; for each unit, the patches of its top activations,
+    one grid PNG per layer plus a JSON with the same data."""
     from convlens.inspection import inspect_units
     from convlens.inspection.inputs import resolve_sources
     from convlens.inspection.render import output_paths
     from convlens.models import registry
     from convlens.models.devices import resolve_device
 
-    _require_model(args, parser)
     _refuse_volumes(args)
     device = resolve_device(args.device)
     images = [p for folder in args.images for p in resolve_sources(folder)]

@@ -12,13 +12,7 @@ from convlens import cli_options as opt
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "serve",
-        help="face recognition and style transfer over HTTP, with API keys and a web page",
-        description="Serve the gallery over HTTP: REST API under /api/v1 (OpenAPI at /docs), "
-        "the web page at /app/. Every endpoint but /health needs an API key "
-        "(`convlens keys create`).",
-    )
+    p = opt.add_command(subparsers, "serve", cmd_serve)
     p.add_argument(
         "--db",
         default=None,
@@ -110,7 +104,6 @@ def register(subparsers) -> None:
     )
     opt.add_model(p, "face encoder", default=None)
     opt.add_device(p)
-    p.set_defaults(func=cmd_serve)
 
 
 def config_from(args: argparse.Namespace):
@@ -139,6 +132,10 @@ def config_from(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """face recognition and style transfer over HTTP, with API keys and a web page
+
+    Serve the gallery over HTTP: REST API under /api/v1 (OpenAPI at /docs), the web page at
+    /app/. Every endpoint but /health needs an API key (`convlens keys create`)."""
     import uvicorn
 
     from convlens.service.app import create_app

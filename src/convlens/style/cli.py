@@ -23,13 +23,7 @@ COMMAND_ARGUMENTS = ("content", "style", "output", "json")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "style",
-        help="neural style transfer (Gatys): paint a photo in the style of one or more images",
-        description="Optimise the pixels of an image so that its content features match CONTENT "
-        "and its Gram-matrix style statistics match STYLE (several STYLE images blend). "
-        "Runs offline with the packaged EfficientNet-Lite0 weights.",
-    )
+    p = cli_options.add_command(subparsers, "style", run)
     p.add_argument("content", help="content photo")
     p.add_argument("style", nargs="+", help="style image(s)")
     p.add_argument(
@@ -41,7 +35,6 @@ def register(subparsers) -> None:
     )
     add_style_options(p)
     cli_options.add_json(p)
-    p.set_defaults(func=run)
 
 
 def add_style_options(p: argparse.ArgumentParser) -> None:
@@ -126,6 +119,11 @@ def _argument(f: Field, hint: Any) -> dict[str, Any]:
 
 
 def run(args) -> int:
+    """neural style transfer (Gatys): paint a photo in the style of one or more images
+
+    Optimise the pixels of an image so that its content features match CONTENT and its
+    Gram-matrix style statistics match STYLE (several STYLE images blend). Runs offline with
+    the packaged EfficientNet-Lite0 weights."""
     from convlens.style import run_transfer
 
     # before any work: no output over an input (the photo!), none into a missing folder; the

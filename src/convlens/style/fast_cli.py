@@ -25,13 +25,7 @@ VIDEO_OUT = (".mp4", ".webm", ".mkv", ".gif")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "stylize",
-        help="fast style transfer: any painting in one network pass (photos, folders, video)",
-        description="Paint PHOTO (an image, a folder of images, or a video) with STYLE: one or "
-        "more paintings (Magenta's arbitrary-style networks, Ghiasi et al. 2017), or one "
-        "network trained by `convlens stylize-train` (a .pt file).",
-    )
+    p = cli_options.add_command(subparsers, "stylize", run)
     p.add_argument("photo", type=cli_options.existing_path("any"), help="image, folder or video")
     p.add_argument("style", nargs="+", type=cli_options.existing_path("file"),
                    help="painting(s), or a trained .pt network")  # fmt: skip
@@ -54,15 +48,8 @@ def register(subparsers) -> None:
     cli_options.add_device(p)
     cli_options.add_quiet(p)
     cli_options.add_json(p)
-    p.set_defaults(func=run)
 
-    t = subparsers.add_parser(
-        "stylize-train",
-        help="train one fast network for one painting (Johnson et al. 2016)",
-        description="Train a feed-forward network on random crops of PHOTOS with the VGG19 "
-        "perceptual loss (content + Gram style + TV); checkpoints beside OUT, a loss curve "
-        "OUT.loss.png; --resume continues.",
-    )
+    t = cli_options.add_command(subparsers, "stylize-train", run_train)
     t.add_argument("style", type=cli_options.existing_path("file"), help="the painting")
     t.add_argument("--photos", dest="folder", required=True, type=cli_options.existing_path("dir"),
                    help="folder of photos to crop (recursively)")  # fmt: skip
@@ -78,7 +65,6 @@ def register(subparsers) -> None:
     t.add_argument("--threads", type=cli_options.int_range(1, 1024))
     cli_options.add_quiet(t)
     cli_options.add_json(t)
-    t.set_defaults(func=run_train)
 
 
 def _kind(path: Path) -> str:
@@ -107,6 +93,11 @@ def _outputs(args, kind: str) -> list[Path] | None:
 
 
 def run(args) -> int:
+    """fast style transfer: any painting in one network pass (photos, folders, video)
+
+    Paint PHOTO (an image, a folder of images, or a video) with STYLE: one or more
+    paintings (Magenta's arbitrary-style networks, Ghiasi et al. 2017), or one network trained
+    by `convlens stylize-train` (a .pt file)."""
     from convlens.style.fast import FastStylizer
 
     kind = _kind(args.photo)
@@ -164,6 +155,11 @@ def _say(args, row: dict) -> int:
 
 
 def run_train(args) -> int:
+    """train one fast network for one painting (Johnson et al. 2016)
+
+    Train a feed-forward network on random crops of PHOTOS with the VGG19 perceptual loss
+    (content + Gram style + TV); checkpoints beside OUT, a loss curve OUT.loss.png; --resume
+    continues."""
     from convlens.progress import ProgressBar
     from convlens.style.train_fast import train_fast
 

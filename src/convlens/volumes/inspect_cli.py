@@ -38,29 +38,41 @@ def window_arg(text: str) -> tuple[float, float]:
 window_arg.__name__ = "window"
 
 
-def register_volume_units(sub) -> None:
-    p = sub.add_parser(
-        "volume-units",
-        help="top sub-volumes of units of a 3-D network, as orthogonal slice triplets",
-        description="Run a 3-D network (default vgg19-3d: VGG19 inflated) over one volume "
-        "(.npy/.npz/.nii/.nii.gz/DICOM); for each unit of LAYER, its strongest places with "
-        "their exact 3-D receptive fields, drawn as slice triplets.",
+def add_volume_options(p: argparse.ArgumentParser, what: str, shape: tuple[int, int, int]) -> None:
+    """--shape and --window: how a volume file becomes a network input (prepare_volume)."""
+    shown = ",".join(str(side) for side in shape)
+    p.add_argument(
+        "--shape",
+        type=shape_arg,
+        default=shape,
+        help=f"resample the {what} to D,H,W first ({shown})",
     )
+    p.add_argument(
+        "--window",
+        type=window_arg,
+        default=None,
+        help="LO,HI values mapped to 0..1 (default: CT -1000,1500 HU when the volume holds "
+        "negative values, else its 1st..99th percentile)",
+    )
+
+
+def register_volume_units(sub) -> None:
+    p = opts.add_command(sub, "volume-units", _run)
     p.add_argument("volume", metavar="VOLUME", type=opts.existing_path("any"))
     p.add_argument("--layer", default="features.relu2_1", help="layer (features.relu2_1)")
     p.add_argument("--units", default="0:8", help="units: 0:8 (default), 3,5,9 or all")
     p.add_argument("--top", type=opts.int_range(1, 64), default=9, help="places per unit (9)")
-    p.add_argument("--shape", type=shape_arg, default=(36, 64, 64),
-                   help="resample the volume to D,H,W first (36,64,64)")  # fmt: skip
-    p.add_argument("--window", type=window_arg, default=None,
-                   help="LO,HI values mapped to 0..1 (default: CT -1000,1500 HU when the "
-                   "volume holds negative values, else its 1st..99th percentile)")  # fmt: skip
+    add_volume_options(p, "volume", (36, 64, 64))
     p.add_argument("-o", "--output", required=True, type=Path, help="picture (.png)")
     opts.add_json(p)
-    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    """top sub-volumes of units of a 3-D network, as orthogonal slice triplets
+
+    Run a 3-D network (default vgg19-3d: VGG19 inflated) over one volume
+    (.npy/.npz/.nii/.nii.gz/DICOM); for each unit of LAYER, its strongest places with their
+    exact 3-D receptive fields, drawn as slice triplets."""
     from convlens.inspection import parse_unit_spec
     from convlens.models import registry
     from convlens.volumes import prepare_volume

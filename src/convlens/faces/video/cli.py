@@ -34,20 +34,17 @@ def _actions(text: str) -> tuple[str, ...]:
 
 def add_stream_options(p, encoder: bool = True) -> None:
     """How a video is read and tracked (watch and verify --live)."""
-    p.add_argument(
-        "--detect-every",
-        type=opt.int_range(1, MAX_EVERY),
-        default=5,
-        metavar="N",
-        help="run the face detector on every Nth frame (default 5)",
-    )
-    p.add_argument(
-        "--encode-every",
-        type=opt.int_range(1, MAX_EVERY),
-        default=10,
-        metavar="N",
-        help="encode a track at most every N frames (default 10)",
-    )
+    for flag, default, what in (
+        ("--detect-every", 5, "run the face detector on every Nth frame"),
+        ("--encode-every", 10, "encode a track at most every N frames"),
+    ):
+        p.add_argument(
+            flag,
+            type=opt.int_range(1, MAX_EVERY),
+            default=default,
+            metavar="N",
+            help=f"{what} (default {default})",
+        )
     p.add_argument(
         "--challenge",
         type=_actions,
@@ -113,18 +110,17 @@ def _source(args):
     return args.camera if args.camera is not None else args.source
 
 
-def _options(args, liveness: bool = True):
+def _stream_options(args) -> dict:
+    """The WatchOptions that add_stream_options declares, from the parsed arguments."""
+    names = ("detect_every", "encode_every", "challenge", "max_frames", "timeout")
+    return {name: getattr(args, name) for name in names}
+
+
+def _options(args, liveness: bool):
     from convlens.faces.video import WatchOptions
 
     return WatchOptions(
-        detect_every=args.detect_every,
-        encode_every=args.encode_every,
-        liveness=liveness,
-        challenge=args.challenge,
-        max_frames=args.max_frames,
-        timeout=args.timeout,
-        model=args.model,
-        device=args.device,
+        liveness=liveness, model=args.model, device=args.device, **_stream_options(args)
     )
 
 
@@ -188,18 +184,8 @@ def cmd_verify_live(args) -> int:
     source = int(args.live) if args.live.isdigit() else args.live
     if args.photo is not None:
         raise ConvlensError("give a PHOTO or --live SOURCE, not both")
-    opt_ = _options(args)
     with open_gallery(args) as g:
-        d = verify_live(
-            g,
-            source,
-            args.name,
-            detect_every=opt_.detect_every,
-            encode_every=opt_.encode_every,
-            challenge=opt_.challenge,
-            max_frames=opt_.max_frames,
-            timeout=opt_.timeout,
-        )
+        d = verify_live(g, source, args.name, **_stream_options(args))
     if args.json:
         emit({"source": str(source), **d.to_json()})
     else:
