@@ -16,10 +16,12 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import inspect
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -144,8 +146,13 @@ def output_file(*suffixes: str) -> Callable[[str], Path]:
 # -- the shared options ----------------------------------------------------------------------
 
 
-def add_group(subparsers, name: str, help: str, description: str, metavar: str = "COMMAND"):
-    """A command group (`convlens NAME SUBCOMMAND ...`); returns its subcommand adder."""
+def add_group(
+    subparsers, name: str, help: str, description: str | None = None, metavar: str = "COMMAND"
+):
+    """A command group (`convlens NAME SUBCOMMAND ...`); returns its subcommand adder.
+
+    Its commands are added with `add_command`.
+    """
     group = subparsers.add_parser(name, help=help, description=description)
     return group.add_subparsers(dest=f"{name}_command", metavar=metavar, required=True)
 
@@ -157,12 +164,38 @@ def add_command(
 
     `run`'s docstring is the command's help: its first paragraph the line in the list of
     commands (lowercase, as they all are), the rest the description under --help. What a
-    command says it does is written once, on the function that does it.
+    command says it does is written once, on the function that does it. Where one function
+    serves two commands, each command gets a small function of its own that says what it
+    does and calls the shared one.
     """
-    summary, _, details = (inspect.getdoc(run) or "").partition("\n\n")
+    summary, _, details = docstring(run).partition("\n\n")
     p = subparsers.add_parser(name, help=summary or None, description=details or None)
     p.set_defaults(func=run)
     return p
+
+
+def docstring(func: Callable) -> str:
+    """`func`'s docstring, cleaned as inspect.getdoc does; "" if it has none.
+
+    `python -OO` (or PYTHONOPTIMIZE=2) compiles docstrings away, and with them every
+    command's help: they are then read back from the source file, which an installed
+    package ships beside its bytecode.
+    """
+    doc = inspect.getdoc(func)
+    if doc is None and sys.flags.optimize >= 2:
+        doc = _source_docstring(func)
+    return doc or ""
+
+
+def _source_docstring(func: Callable) -> str | None:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):  # no source shipped (a frozen app): no help
+        return None
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return None
+    return ast.get_docstring(node)
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
         subparsers,
         "texture",
         help="Gram-matrix textures of sounds (1-D) and solids (3-D)",
-        description=register.__doc__,  # what `convlens texture --help` says
+        description=cli_options.docstring(register),  # what `convlens texture --help` says
         metavar="KIND",
     )
     _audio_parser(sub)

@@ -71,7 +71,7 @@ def register(subparsers) -> None:
         subparsers,
         "inspect",
         help="look inside a ConvNet: layers, and the image patches that excite units most",
-        description=register.__doc__,  # what `convlens inspect --help` says
+        description=opts.docstring(register),  # what `convlens inspect --help` says
     )
     _register_layers(sub)
     _register_units(sub)
