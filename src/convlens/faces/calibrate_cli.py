@@ -21,9 +21,7 @@ def _plot_file(text: str) -> Path | None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "calibrate", help="thresholds from a labelled folder (one subfolder per person)"
-    )
+    p = opt.add_command(sub, "calibrate", cmd_calibrate)
     p.add_argument("folder", type=opt.existing_path("dir"), metavar="DIR")
     p.add_argument(
         "--far",
@@ -55,11 +53,8 @@ def register(sub) -> None:
     add_verifier(p)
     opt.add_json(p)
     opt.add_quiet(p)
-    p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser(
-        "train-verifier", help="train a pair verifier on a labelled folder (subfolder per person)"
-    )
+    p = opt.add_command(sub, "train-verifier", cmd_train_verifier)
     p.add_argument("folder", type=opt.existing_path("dir"), metavar="DIR")
     p.add_argument("-o", "--output", type=opt.output_file(".pt"), default=Path("verifier.pt"))
     p.add_argument("--kind", choices=["abs", "chi2"], default="abs", help="pair features")
@@ -72,7 +67,6 @@ def register(sub) -> None:
     add_encoder(p, batch=True)
     opt.add_json(p)
     opt.add_quiet(p)
-    p.set_defaults(func=cmd_train_verifier)
 
 
 def _encode(args: argparse.Namespace):
@@ -90,6 +84,7 @@ def _encode(args: argparse.Namespace):
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    """thresholds from a labelled folder (one subfolder per person)"""
     from convlens import metrics
     from convlens.faces import calibrate
 
@@ -162,6 +157,7 @@ def _store_threshold(args, report: dict, data, tau: float) -> None:
 
 
 def cmd_train_verifier(args: argparse.Namespace) -> int:
+    """train a pair verifier on a labelled folder (subfolder per person)"""
     from convlens import metrics
     from convlens.faces import calibrate
     from convlens.faces.verifier import save_verifier, train_verifier

@@ -20,10 +20,9 @@ from convlens.faces.pipeline import MAX_JITTER
 
 
 def register(subparsers) -> None:
-    group = subparsers.add_parser("faces", help="face encoding, verification and recognition")
-    sub = group.add_subparsers(dest="faces_command", metavar="COMMAND", required=True)
+    sub = opt.add_group(subparsers, "faces", help="face encoding, verification and recognition")
 
-    p = sub.add_parser("encode", help="detect and encode the faces in photos")
+    p = opt.add_command(sub, "encode", cmd_encode)
     p.add_argument("images", nargs="+", metavar="IMG", help="photos, or folders of photos")
     add_encoder(p, batch=True)
     min_face_help = (
@@ -46,14 +45,12 @@ def register(subparsers) -> None:
     )
     opt.add_json(p)
     opt.add_quiet(p)
-    p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("export-onnx", help="export the face encoder to ONNX")
+    p = opt.add_command(sub, "export-onnx", cmd_export_onnx)
     p.add_argument("output", type=opt.output_file(".onnx"), metavar="OUT.onnx")
     opt.add_model(p, "face encoder", default=None)
     opt.add_device(p)
     opt.add_json(p)
-    p.set_defaults(func=cmd_export_onnx)
 
     # Gallery commands (enroll, identify, verify, ...) and learning from labelled folders.
     from convlens.faces import calibrate_cli, gallery_cli
@@ -66,6 +63,7 @@ def register(subparsers) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    """detect and encode the faces in photos"""
     from convlens import faces
 
     model = faces.resolve_model(args.model, args.device)
@@ -108,6 +106,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """export the face encoder to ONNX"""
     from convlens import faces
     from convlens.models import registry
     from convlens.models.onnx_export import export_onnx

@@ -29,7 +29,7 @@ MAX_CANDIDATES = 1000
 def register(faces_subparsers) -> None:
     sub = faces_subparsers
 
-    p = sub.add_parser("enroll", help="add photos of a person to the gallery")
+    p = opt.add_command(sub, "enroll", cmd_enroll)
     p.add_argument("name")
     # Checked before the gallery is opened: a missing photo must not create an empty gallery.
     p.add_argument("photos", nargs="+", metavar="PHOTO", type=opt.existing_path("file"))
@@ -37,9 +37,8 @@ def register(faces_subparsers) -> None:
         "--largest", action="store_true", help="use the largest face of a photo with several"
     )
     _common(p, quiet=False)
-    p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("identify", help="who is in these photos (1:K)")
+    p = opt.add_command(sub, "identify", cmd_identify)
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="photos, or folders of photos")
     p.add_argument(
         "-k",
@@ -48,29 +47,24 @@ def register(faces_subparsers) -> None:
         help=f"candidates per face (default 1, at most {MAX_CANDIDATES})",
     )
     _common(p, verifier=True, batch=True)
-    p.set_defaults(func=cmd_identify)
 
-    p = sub.add_parser("verify", help="is the face in this photo NAME (1:1); exit 0 if so")
+    p = opt.add_command(sub, "verify", cmd_verify)
     p.add_argument("photo", metavar="PHOTO", type=opt.existing_path("file"), nargs="?")
     p.add_argument("--as", dest="name", required=True, metavar="NAME")
     _common(p, verifier=True, quiet=False)
     video_cli.add_live_options(p)  # verify --live SOURCE (faces/video/cli.py)
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("people", help="list the people in the gallery")
+    p = opt.add_command(sub, "people", cmd_people)
     _common(p, encoder=False)
-    p.set_defaults(func=cmd_people)
 
-    p = sub.add_parser("forget", help="erase a person and all their embeddings")
+    p = opt.add_command(sub, "forget", cmd_forget)
     p.add_argument("name")
     _common(p, encoder=False)
-    p.set_defaults(func=cmd_forget)
 
-    p = sub.add_parser("rename", help="rename a person")
+    p = opt.add_command(sub, "rename", cmd_rename)
     p.add_argument("old")
     p.add_argument("new")
     _common(p, encoder=False)
-    p.set_defaults(func=cmd_rename)
 
 
 def _common(p, encoder=True, verifier=False, batch=False, quiet=True) -> None:
@@ -88,6 +82,7 @@ def _common(p, encoder=True, verifier=False, batch=False, quiet=True) -> None:
 
 
 def cmd_enroll(args) -> int:
+    """add photos of a person to the gallery"""
     with open_gallery(args, create=True) as g:
         r = g.enroll(args.name, args.photos, largest_face=args.largest)
         report_enrolment(args, g, r)
@@ -126,6 +121,7 @@ def report_failure(
 
 
 def cmd_identify(args) -> int:
+    """who is in these photos (1:K)"""
     failures = 0
     with open_gallery(args) as g:
         if not g.people():
@@ -196,6 +192,7 @@ def _tau_note(info: dict) -> str:
 
 
 def cmd_verify(args) -> int:
+    """is the face in this photo NAME (1:1); exit 0 if so"""
     if args.live is not None:
         return video_cli.cmd_verify_live(args)
     if args.photo is None:
@@ -230,6 +227,7 @@ def report_verdict(args, path, v, note: str = "") -> int:
 
 
 def cmd_people(args) -> int:
+    """list the people in the gallery"""
     with open_gallery(args) as g:
         people = g.people()
         info = g.threshold_info
@@ -253,6 +251,7 @@ def cmd_people(args) -> int:
 
 
 def cmd_forget(args) -> int:
+    """erase a person and all their embeddings"""
     with open_gallery(args) as g:
         n = g.forget(args.name)
     if args.json:
@@ -265,6 +264,7 @@ def cmd_forget(args) -> int:
 
 
 def cmd_rename(args) -> int:
+    """rename a person"""
     with open_gallery(args) as g:
         g.rename(args.old, args.new)
     if args.json:

@@ -78,7 +78,7 @@ def add_live_options(verify_parser) -> None:
 
 
 def register(faces_subparsers) -> None:
-    p = faces_subparsers.add_parser("watch", help="faces in a video: tracks, names, liveness")
+    p = opt.add_command(faces_subparsers, "watch", cmd_watch)
     p.add_argument(
         "source", nargs="?", metavar="SOURCE", help="video file, or rtsp:// / http:// stream URL"
     )
@@ -101,7 +101,6 @@ def register(faces_subparsers) -> None:
     add_stream_options(p)
     opt.add_quiet(p)
     opt.add_json(p)  # watch always prints JSON lines; accepted for the shared convention
-    p.set_defaults(func=cmd_watch)
 
 
 def _source(args):
@@ -134,6 +133,7 @@ def _gallery(args):
 
 
 def cmd_watch(args) -> int:
+    """faces in a video: tracks, names, liveness"""
     from convlens.faces.video import Watcher
 
     source = _source(args)
