@@ -29,37 +29,32 @@ def register(subparsers) -> None:
         subparsers,
         "voices",
         help="speaker enrolment, identification and verification (a gallery of voices)",
-        description=register.__doc__,  # what `convlens voices --help` says
+        description=opt.docstring(register),  # what `convlens voices --help` says
     )
-    p = sub.add_parser("enroll", help="add speech clips of a speaker to the gallery")
+    p = opt.add_command(sub, "enroll", cmd_enroll)
     p.add_argument("name")
     p.add_argument("clips", nargs="+", metavar="CLIP", type=opt.existing_path("file"))
     p.add_argument("--threshold", type=opt.float_range(0, 2, lo_open=True), default=None,
                    help="store this distance threshold τ in the gallery (0 < τ ≤ 2)")  # fmt: skip
     _common(p)
-    p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("identify", help="who is speaking in these clips (1:K)")
+    p = opt.add_command(sub, "identify", cmd_identify)
     p.add_argument("clips", nargs="+", metavar="CLIP", type=opt.existing_path("file"))
     p.add_argument("-k", type=opt.int_range(1, gallery_cli.MAX_CANDIDATES), default=1,
                    help="candidates per clip (1)")  # fmt: skip
     _common(p)
-    p.set_defaults(func=cmd_identify)
 
-    p = sub.add_parser("verify", help="is this clip NAME speaking (1:1); exit 0 if so")
+    p = opt.add_command(sub, "verify", cmd_verify)
     p.add_argument("clip", metavar="CLIP", type=opt.existing_path("file"))
     p.add_argument("--as", dest="name", required=True, metavar="NAME")
     _common(p)
-    p.set_defaults(func=cmd_verify)
 
-    for name, func, what in (("people", gallery_cli.cmd_people, "list the speakers"),
-                             ("forget", gallery_cli.cmd_forget, "erase a speaker")):  # fmt: skip
-        p = sub.add_parser(name, help=what)
+    for name, func in (("people", cmd_people), ("forget", cmd_forget)):
+        p = opt.add_command(sub, name, func)
         if name == "forget":
             p.add_argument("name")
         add_db(p)
         opt.add_json(p)
-        p.set_defaults(func=func)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -81,6 +76,7 @@ def _open(args: argparse.Namespace, create: bool = False):
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    """add speech clips of a speaker to the gallery"""
     from pathlib import Path
 
     from convlens.audio.speakers import embed_clips
@@ -100,6 +96,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
+    """who is speaking in these clips (1:K)"""
     from convlens.audio.speakers import embed_waves, load_clip
 
     model, gallery = _open(args)
@@ -124,9 +121,23 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """is this clip NAME speaking (1:1); exit 0 if so"""
     from convlens.audio.speakers import embed_clips
 
     model, gallery = _open(args)
     with gallery as g:
         v = g.verify_embedding(embed_clips(model, [args.clip]), args.name)
     return gallery_cli.report_verdict(args, args.clip, v)
+
+
+# `people` and `forget` are the faces commands as they are; only what they say differs.
+
+
+def cmd_people(args: argparse.Namespace) -> int:
+    """list the speakers"""
+    return gallery_cli.cmd_people(args)
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """erase a speaker"""
+    return gallery_cli.cmd_forget(args)

@@ -7,6 +7,7 @@ import json
 import sys
 
 from convlens.cli_options import (
+    add_command,
     add_device,
     add_group,
     add_json,
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
         "`convlens faces ... --model OUT.pt` loads.",
         metavar="LOSS",
     )
-    triplet = sub.add_parser("triplet", help="triplet loss with in-batch mining")
+    triplet = add_command(sub, "triplet", _run_triplet)
     _common(triplet)
     triplet.add_argument(
         "--mining",
@@ -54,8 +55,8 @@ def register(subparsers) -> None:
         default=0.2,
         help="triplet margin, in (0, 10] (0.2)",
     )
-    triplet.set_defaults(func=_run, loss="triplet", head="abs")
-    siamese = sub.add_parser("siamese", help="Siamese same/different binary classification")
+    triplet.set_defaults(loss="triplet", head="abs")
+    siamese = add_command(sub, "siamese", _run_siamese)
     _common(siamese)
     siamese.add_argument(
         "--head",
@@ -63,7 +64,7 @@ def register(subparsers) -> None:
         default="abs",
         help="pair feature for the logistic head: |f(a)-f(b)| or signed chi-squared (default abs)",
     )
-    siamese.set_defaults(func=_run, loss="siamese", mining="semi-hard", margin=0.2)
+    siamese.set_defaults(loss="siamese", mining="semi-hard", margin=0.2)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -221,7 +222,18 @@ def _check_files(args: argparse.Namespace):
     return paths
 
 
+def _run_triplet(args: argparse.Namespace) -> int:
+    """triplet loss with in-batch mining"""
+    return _run(args)
+
+
+def _run_siamese(args: argparse.Namespace) -> int:
+    """Siamese same/different binary classification"""
+    return _run(args)
+
+
 def _run(args: argparse.Namespace) -> int:
+    """Train with the loss the command set (args.loss); both commands share all the rest."""
     from convlens.train.distributed import barrier, distributed_from_env
 
     cfg = _config(args)
