@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 
-from convlens.cli_options import add_json
+from convlens.cli_options import add_command, add_json
 
 
 def register(subparsers) -> None:
     from convlens.models.registry import TASKS
 
-    p = subparsers.add_parser(
-        "models",
-        help="list the networks convlens knows: task, input, weights source, licence, size",
-    )
+    p = add_command(subparsers, "models", cmd_models)
     p.add_argument("--task", choices=TASKS, help="only networks for this task")
     add_json(p)
-    p.set_defaults(func=cmd_models)
 
 
 def cmd_models(args) -> int:
+    """list the networks convlens knows: task, input, weights source, licence, size"""
     from convlens.models import registry
 
     rows = [e.summary() for e in registry.entries(args.task)]

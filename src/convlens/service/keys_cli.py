@@ -12,10 +12,9 @@ from convlens.service.keys import SCOPES
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("keys", help="API keys for `convlens serve`")
-    sub = p.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    sub = opt.add_group(subparsers, "keys", help="API keys for `convlens serve`")
 
-    c = sub.add_parser("create", help="create a key and print it (once: only a hash is kept)")
+    c = opt.add_command(sub, "create", cmd_create)
     c.add_argument("--name", required=True, help="who or what the key is for")
     c.add_argument(
         "--scope",
@@ -23,14 +22,11 @@ def register(subparsers) -> None:
         required=True,
         help="read < recognize < enroll < admin (each allows the ones before)",
     )
-    c.set_defaults(func=cmd_create)
 
-    ls = sub.add_parser("list", help="keys with scope, creation and revocation (no secrets)")
-    ls.set_defaults(func=cmd_list)
+    ls = opt.add_command(sub, "list", cmd_list)
 
-    r = sub.add_parser("revoke", help="revoke a key by id, or every live key with a name")
+    r = opt.add_command(sub, "revoke", cmd_revoke)
     r.add_argument("key", help="key id (as `keys list` shows) or name")
-    r.set_defaults(func=cmd_revoke)
 
     for q in (c, ls, r):
         q.add_argument(
@@ -50,6 +46,7 @@ def _store(args: argparse.Namespace):
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    """create a key and print it (once: only a hash is kept)"""
     record, key = _store(args).create(args.name, args.scope)
     if args.json:
         print(json.dumps({**record.to_json(), "key": key}))
@@ -63,6 +60,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """keys with scope, creation and revocation (no secrets)"""
     for k in _store(args).list():
         if args.json:
             print(json.dumps(k.to_json()))
@@ -73,6 +71,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    """revoke a key by id, or every live key with a name"""
     for k in _store(args).revoke(args.key):
         print(json.dumps(k.to_json()) if args.json else f"revoked {k.id} ({k.name})")
     return 0
