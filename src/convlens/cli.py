@@ -14,7 +14,8 @@ import sys
 
 from convlens.errors import ConvlensError
 
-# Subcommand groups; each module has `register(subparsers) -> None` and sets `func` on its parsers.
+# Subcommand groups; each module has `register(subparsers) -> None`, which declares its group and
+# commands with cli_options.add_group / add_command (they set `func`).
 GROUPS = {
     "faces": "convlens.faces.cli",
     "train": "convlens.train.cli",

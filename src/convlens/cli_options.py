@@ -9,8 +9,9 @@
   work starts (`check_outputs`).
 * Library errors (ConvlensError) name the offending value or path, never a flag: the flags
   belong to this layer.
-* A command's help is the docstring of the function that runs it (`add_command`): a lowercase
-  summary line for the list of commands, then the description that --help shows.
+* Commands are declared with `add_command` and groups with `add_group`, and in no other way:
+  a command's help is the docstring of the function that runs it, a lowercase summary line
+  for the list of commands, then the description that --help shows.
 """
 
 from __future__ import annotations
