@@ -9,9 +9,11 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import convlens
 from convlens.cli import build_parser
 from convlens.cli_options import add_command
 
@@ -57,7 +59,8 @@ def test_help_survives_python_OO():
     # -OO compiles docstrings away: without the fallback to the source every command's help
     # line and every docstring description vanished, silently.
     env = {**os.environ, "COLUMNS": "100", "PYTHONDONTWRITEBYTECODE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, ["src", env.get("PYTHONPATH")]))
+    here = str(Path(convlens.__file__).parents[1])  # the convlens these tests import
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
 
     def helps(*flags: str) -> str:
         argv = [sys.executable, *flags, "-c", _HELPS]
