@@ -22,7 +22,7 @@ from convlens.faces import search
 from convlens.faces.gallery import SCHEMA_VERSION, DamagedRow, DiskFull, Gallery
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from gallery_faults import write_damaged  # noqa: E402  (the fault run's file damage)
+from gallery_faults_damage import write_damaged  # noqa: E402  (the fault run's file damage)
 
 # -- damaged rows, migration -----------------------------------------------------------------
 
