@@ -147,7 +147,7 @@ def johnson_sheet(net: Path, style: str, size: int) -> None:
     """docs/style/johnson_<style>.jpg: per photo, the trained network beside the arbitrary-style
     network on the same painting, with the seconds per photo."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from style import DOCS, contents, grid, label, save_jpeg
+    from style_common import DOCS, contents, grid, label, save_jpeg
 
     from convlens.style.fast import FastStylizer
 
@@ -172,7 +172,7 @@ def johnson_vs_gatys(nets: list[Path], size: int, seconds: float) -> None:
     """docs/style/johnson_vs_gatys.jpg: per photo x painting, the trained network (one pass)
     beside Magenta's arbitrary network and Gatys (Lite0, VGG19) given `seconds` each."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from style import DOCS, contents, grid, label, save_jpeg
+    from style_common import DOCS, contents, grid, label, save_jpeg
     from style_vgg import BACKBONES, within
 
     from convlens.style.fast import FastStylizer

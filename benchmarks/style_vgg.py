@@ -5,9 +5,9 @@
     python benchmarks/style_vgg.py gallery --seconds 60 --size 256
     python benchmarks/style_vgg.py settings --size 256
 
-(kept apart from benchmarks/style.py, which is at the module size limit; it reuses its lock,
-image helpers and result file.) Results merge into benchmarks/results/style.json under
-"vgg_*" keys and benchmarks/results/style_vgg.md.
+(kept apart from benchmarks/style.py; it reuses the lock and image helpers of
+benchmarks/style_common.py and the result file.) Results merge into
+benchmarks/results/style.json under "vgg_*" keys and benchmarks/results/style_vgg.md.
 
 Speed: 300 iterations of VGG19 at 512 px take tens of minutes per configuration on this
 2-core CPU, so each configuration runs `--steps` iterations (after one warm-up step), naive and
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from style import (  # noqa: E402
+from style_common import (  # noqa: E402
     DOCS,
     RESULTS,
     bench_lock,

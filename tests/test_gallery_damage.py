@@ -1,252 +1,28 @@
-"""Faults the gallery must survive (issue 15): verified erasure (byte-grep of every file in
-the folder), consistent reads under a concurrent writer, damaged rows and index files, empty
-and damaged gallery files, a full disk, file permissions. Synthetic embeddings only."""
+"""Damage the gallery must survive (issue 15): flipped bytes in embedding rows (checksums, also
+after migrating a schema-1 file), damaged ANN index files (rebuilt), cut and flipped gallery
+files, damaged names and metadata (one-line errors), a full disk, and failures that must write
+nothing. Synthetic embeddings only."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sqlite3
-import subprocess
 import sys
-import textwrap
-import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from gallery_helpers import MODEL, VICTIM, enrol_victim, people_gallery, unit
 
 from convlens.errors import ConvlensError
 from convlens.faces import search
-from convlens.faces.gallery import (
-    SCHEMA_VERSION,
-    DamagedRow,
-    DiskFull,
-    ErasureIncomplete,
-    Gallery,
-)
+from convlens.faces.gallery import SCHEMA_VERSION, DamagedRow, DiskFull, Gallery
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from gallery_faults import write_damaged  # noqa: E402  (the fault run's file damage)
-
-MODEL = "synthetic-test-encoder"
-VICTIM = "Zelda Quixote-Vanderbilt"
-PHOTO = "/photos/private/zelda-quixote-at-home-0001.jpg"
-
-
-def unit(rng, n, d=128):
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def residue(folder, needles: list[bytes]) -> dict[str, list[int]]:
-    """{file name: indices of the needles found in its raw bytes}, for every file there."""
-    found = {}
-    for p in folder.iterdir():
-        if p.is_file():
-            data = p.read_bytes()
-            hits = [i for i, n in enumerate(needles) if n in data]
-            if hits:
-                found[p.name] = hits
-    return found
-
-
-def victim_needles(vectors: np.ndarray) -> list[bytes]:
-    return [v.tobytes() for v in vectors] + [VICTIM.encode(), PHOTO.encode()]
-
-
-def people_gallery(path, people: np.ndarray) -> Gallery:
-    """A gallery at `path` with p0, p1, ... enrolled (one row of `people` each), left open."""
-    g = Gallery(path, model_id=MODEL)
-    g.enroll_batch([f"p{i}" for i in range(len(people))], people)
-    return g
-
-
-def enrol_victim(g: Gallery, rng, n=3) -> np.ndarray:
-    vecs = unit(rng, n)
-    g.enroll_embeddings(VICTIM, vecs, sources=[PHOTO] * n, hashes=[f"zq{i}" for i in range(n)])
-    return vecs
-
-
-# -- erasure ---------------------------------------------------------------------------------
-
-
-def test_forget_plain_leaves_no_byte(tmp_path):
-    rng = np.random.default_rng(1)
-    path = tmp_path / "g.db"
-    with people_gallery(path, unit(rng, 50)) as g:
-        vecs = enrol_victim(g, rng)
-        g.enroll_batch([f"q{i}" for i in range(50)], unit(rng, 50))
-        needles = victim_needles(vecs)
-        assert residue(tmp_path, needles)  # the grep finds them while they are enrolled
-        assert g.forget(VICTIM) == 3
-        assert residue(tmp_path, needles) == {}
-        assert len(g) == 100
-
-
-def test_forget_finds_and_removes_copies_that_secure_delete_missed(tmp_path):
-    """Page rebalancing can leave stale copies in free space (the fault run found a name):
-    forget looks for the traces in the file and rebuilds it (VACUUM) when one is there.
-    Simulated by switching secure_delete off, so the deleted cells stay where they were."""
-    rng = np.random.default_rng(15)
-    path = tmp_path / "g.db"
-    with people_gallery(path, unit(rng, 40)) as g:
-        vecs = enrol_victim(g, rng)
-        g._store.con.execute("PRAGMA secure_delete = OFF")
-        g.forget(VICTIM)
-        assert residue(tmp_path, victim_needles(vecs)) == {}
-        assert len(g) == 40
-
-
-def _index_ids(index_file) -> set[int]:
-    """Every embedding id with codes in the index file."""
-    import faiss
-
-    if not index_file.exists():
-        return set()
-    ann = search.AnnIndex.load(index_file)  # kept alive while its lists are read
-    inv = ann.index.invlists
-    ids = set()
-    for lst in range(inv.nlist):
-        n = inv.list_size(lst)
-        ids |= set(faiss.rev_swig_ptr(inv.get_ids(lst), n).tolist()) if n else set()
-    return ids
-
-
-def test_forget_erases_from_an_index_due_for_rebuild(tmp_path, monkeypatch):
-    """The gallery grew > 4x since the index was built: its codes must still be erased."""
-    rng = np.random.default_rng(2)
-    monkeypatch.setattr(search, "ANN_MIN_SIZE", 100)
-    path = tmp_path / "g.db"
-    index_file = tmp_path / "g.db.index"
-    with people_gallery(path, unit(rng, 120)) as g:
-        vecs = enrol_victim(g, rng)
-        g.search_embeddings(unit(rng, 1))  # builds the index with the victim in it
-        victim_ids = {r[0] for r in g._store.all("SELECT id FROM embeddings WHERE id > 120")}
-    assert victim_ids and victim_ids <= _index_ids(index_file)
-    with Gallery(path, model_id=MODEL) as g:  # grows 5x without a search: index untouched
-        g.enroll_batch([f"q{i}" for i in range(500)], unit(rng, 500))
-        g.forget(VICTIM)
-    assert not victim_ids & _index_ids(index_file)
-    # also their float32 bytes: 123 vectors for 64 lists make single-vector centroids
-    assert residue(tmp_path, victim_needles(vecs)) == {}
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def test_forget_removes_temporary_files_of_killed_writers(tmp_path):
-    rng = np.random.default_rng(3)
-    path = tmp_path / "g.db"
-    with Gallery(path, model_id=MODEL) as g:
-        vecs = enrol_victim(g, rng)
-        g.enroll_embeddings("other", unit(rng, 1))
-        secret = b"".join(victim_needles(vecs))
-        # what a writer killed mid-save leaves: one with its pid, one from before pids
-        killed = tmp_path / f"g.db.index.{_dead_pid()}.1a2b3c4d.tmp"
-        killed.write_bytes(secret)
-        older = tmp_path / "g.db.index.k3j_x9a2.tmp"
-        older.write_bytes(secret)
-        os.utime(older, (time.time() - 3600, time.time() - 3600))
-        live = tmp_path / f"g.db.index.{os.getpid()}.5e6f7a8b.tmp"  # a live writer's
-        live.write_bytes(b"in progress")
-        g.forget(VICTIM)
-    assert not killed.exists() and not older.exists() and live.exists()
-    assert residue(tmp_path, victim_needles(vecs)) == {}
-
-
-def test_forget_with_a_reader_holding_a_snapshot_fails_loudly_then_finishes(tmp_path):
-    rng = np.random.default_rng(4)
-    path = tmp_path / "g.db"
-    with Gallery(path, model_id=MODEL) as g:
-        vecs = enrol_victim(g, rng)
-        g.enroll_batch([f"p{i}" for i in range(20)], unit(rng, 20))
-    reader = sqlite3.connect(path, isolation_level=None)
-    reader.execute("BEGIN")
-    reader.execute("SELECT COUNT(*) FROM embeddings").fetchone()  # holds its snapshot
-    with Gallery(path, model_id=MODEL, busy_timeout=0.3) as g:
-        t0 = time.monotonic()
-        with pytest.raises(ErasureIncomplete, match="not yet overwritten"):
-            g.forget(VICTIM)
-        assert time.monotonic() - t0 < 10
-        assert VICTIM not in [p.name for p in g.people()]  # deleted, though not yet erased
-        assert residue(tmp_path, victim_needles(vecs))  # the error said so: bytes remain
-        reader.execute("COMMIT")
-        reader.close()
-        assert g.forget(VICTIM) == 0  # the later call finishes the erasure
-    assert residue(tmp_path, victim_needles(vecs)) == {}
-    with Gallery(path, model_id=MODEL) as g, pytest.raises(ConvlensError, match="no one called"):
-        g.forget(VICTIM)  # nothing pending any more: an unknown name is an error again
-
-
-# -- consistent reads ------------------------------------------------------------------------
-
-
-def test_exact_load_reads_one_snapshot(tmp_path):
-    """A person forgotten between the read of the rows and of the names (deterministic)."""
-    rng = np.random.default_rng(5)
-    path = tmp_path / "g.db"
-    with people_gallery(path, unit(rng, 30)) as g:
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("PRAGMA foreign_keys = ON")
-
-        def between(sql: str) -> None:
-            if sql.startswith("SELECT id, name FROM people"):
-                other.execute("DELETE FROM people WHERE name = 'p7'")
-
-        g._store.con.set_trace_callback(between)
-        (m,) = g.identify_embeddings(unit(rng, 1))  # KeyError without one read transaction
-        g._store.con.set_trace_callback(None)
-        other.close()
-        assert m.candidates
-        assert "p7" not in [p.name for p in g.people()]
-
-
-CHURN = textwrap.dedent(
-    """
-    import sys, time, numpy as np
-    from convlens.faces.gallery import Gallery
-    path, seconds = sys.argv[1], float(sys.argv[2])
-    rng = np.random.default_rng(9)
-    end, i = time.monotonic() + seconds, 0
-    with Gallery(path, model_id="synthetic-test-encoder") as g:
-        while time.monotonic() < end:
-            g.enroll_embeddings(f"churn{i}", rng.standard_normal((2, 128)).astype(np.float32))
-            if i >= 3:
-                g.forget(f"churn{i - 3}")
-            i += 1
-    print(i)
-    """
-)
-
-
-def test_identify_while_another_process_enrols_and_forgets(tmp_path):
-    rng = np.random.default_rng(6)
-    path = tmp_path / "g.db"
-    people = unit(rng, 300)
-    people_gallery(path, people).close()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHURN, str(path), "6"], stdout=subprocess.PIPE, text=True
-    )
-    calls = errors = wrong = 0
-    with Gallery(path, model_id=MODEL) as g:
-        while proc.poll() is None:
-            j = calls % 300
-            try:
-                (m,) = g.identify_embeddings(people[j] + 0.001)
-                # The synthetic encoder has no τ (uncalibrated): judge the nearest candidate.
-                wrong += m.candidates[0].name != f"p{j}"
-            except Exception:  # noqa: BLE001 - counting every kind is the point
-                errors += 1
-            calls += 1
-    assert proc.wait(30) == 0 and int(proc.stdout.read()) > 10
-    assert calls > 50 and errors == 0 and wrong == 0
-
+from gallery_faults_damage import write_damaged  # noqa: E402  (the fault run's file damage)
 
 # -- damaged rows, migration -----------------------------------------------------------------
 
