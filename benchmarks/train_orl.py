@@ -180,7 +180,7 @@ def finetune(args, train, val, work: Path, docs: Path) -> dict:
     the untouched encoder on the held-out people."""
     from convlens.models.face_models import load_face_model
 
-    pre = load_face_model(None)
+    pre = load_face_model("dlib-resnet")  # the encoder TrainConfig(init="pretrained") tunes
     stages = [n for n, _ in pre.named_children()]
     train_from = args.finetune_from or [n for n in stages if n.startswith("stage")][-1]
     print(f"fine-tune pretrained from {train_from} (layers {stages}):")
