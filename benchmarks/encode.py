@@ -99,10 +99,11 @@ def main() -> int:
           f"load average {os.getloadavg()[0]:.1f}; CPU only (no GPU this session)")  # fmt: skip
 
     # ---- 1. encoder only -------------------------------------------------------------------
-    model = faces.resolve_model(None, "cpu")
+    # dlib's encoder against our port of it (the default encoder is SFace since issue 10)
+    model = faces.resolve_model("dlib-resnet", "cpu")
     chip_list = []
     for p in orl_all + photos:
-        chip_list.extend(faces.face_chips(p, detector="auto", upsample=2)[1])
+        chip_list.extend(faces.face_chips(p, detector="auto", upsample=2, aligner="dlib-5")[1])
         if len(chip_list) >= 256:
             break
     chips = np.stack(chip_list[:256])
@@ -145,11 +146,14 @@ def main() -> int:
             out.append(face_recognition.face_encodings(face_recognition.load_image_file(p)))
         return out
 
+    # Like for like with face_recognition: its detector (HOG) and encoder (dlib's ResNet). The
+    # project's defaults (YuNet + SFace) are another pipeline: see benchmarks/faces_speed.py.
     def ours_many(paths, **kw):
+        kw = {"detector": "hog", **kw}
         return [r for _, r in faces.encode_many(paths, model=model, progress=False, **kw)]
 
     def ours_one_by_one(paths):
-        return [faces.encode(p, model=model) for p in paths]
+        return [faces.encode(p, model=model, detector="hog") for p in paths]
 
     pipeline = {}
     for name, paths in (("photos", photos), ("orl", orl)):
