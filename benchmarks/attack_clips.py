@@ -116,15 +116,16 @@ def _camera(frame: np.ndarray, rng, gain: float) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def background(shape, rng, texture: np.ndarray | None = None) -> np.ndarray:
-    """A room behind the attack: a heavily blurred photo (or a smooth gradient)."""
+def background(shape, rng, texture: np.ndarray | None = None, blur: float = 3.0) -> np.ndarray:
+    """A room behind the attack: a photo blurred by `blur` (σ, pixels; 0: sharp), or a smooth
+    gradient."""
     h, w = shape
     if texture is None:
         yy, xx = np.mgrid[:h, :w] / max(h, w)
         base = np.stack([150 + 60 * xx, 140 + 40 * yy, 120 + 30 * xx * yy], -1)
         return base.astype(np.uint8)
     big = cv2.resize(texture, (w, h), interpolation=cv2.INTER_CUBIC)
-    return cv2.GaussianBlur(big, (0, 0), 3)
+    return cv2.GaussianBlur(big, (0, 0), blur) if blur > 0 else big
 
 
 def render(frames, size, fps, seconds, kind, rng, bg: np.ndarray, fill: float):
@@ -159,10 +160,12 @@ def make_attack(
     fps: float = 25.0,
     texture=None,
     fill: float = 0.75,
+    room_blur: float = 3.0,
 ) -> Path:
     """Write one attack clip. source: an RGB still (print, screen, frozen) or a list of live
     RGB frames (replay, loop; a still is also accepted for frozen). fill: the shown picture's
-    height as a fraction of the frame height when held square to the camera."""
+    height as a fraction of the frame height when held square to the camera. room_blur: how
+    blurred the room behind is (σ in pixels; 0: sharp, full of corners that stay still)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     rng = np.random.default_rng(seed)
@@ -178,7 +181,7 @@ def make_attack(
     n = int(round(seconds * fps))
     if kind in ("print", "screen", "replay"):
         shown = frames[:1] if kind != "replay" else frames
-        bg = background(size, rng, texture)
+        bg = background(size, rng, texture, room_blur)
         clip = render(shown, size, fps, seconds, kind, rng, bg, fill)
     elif kind == "frozen":
         still = _fit(frames[len(frames) // 2], size)

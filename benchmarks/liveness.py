@@ -80,7 +80,7 @@ def _lfw_people(split: str, n: int) -> list[Path]:
     return [sorted(p.glob("*.jpg"))[0] for p in half[::step][:n]]
 
 
-def attack_clips(work: Path, per_kind: int) -> list[dict]:
+def attack_clips(work: Path, per_kind: int, room_blur: float = 3.0) -> list[dict]:
     from PIL import Image
 
     def rgb(path):
@@ -100,7 +100,10 @@ def attack_clips(work: Path, per_kind: int) -> list[dict]:
                 source = rgb(stills[i]) if kind in ("print", "screen") else live
                 if not path.exists():
                     fill = 0.95 if kind == "replay" else 0.75
-                    make_attack(kind, source, path, seed=seed, texture=rgb(textures[i]), fill=fill)
+                    make_attack(
+                        kind, source, path, seed=seed, texture=rgb(textures[i]), fill=fill,
+                        room_blur=room_blur,
+                    )  # fmt: skip
                 out.append(
                     {
                         "path": path,
@@ -186,6 +189,9 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=12)
     ap.add_argument("--work", type=Path, default=Path("/tmp/convlens-liveness-clips"))
     ap.add_argument("--dump", action="store_true", help="print every clip's measures")
+    ap.add_argument("--room-blur", type=float, default=3.0,
+                    help="σ of the room behind the attacks; other than 3 writes "
+                    "results/liveness_room{σ}.* (use its own --work)")  # fmt: skip
     ap.add_argument("--report-only", action="store_true", help="recompute rates from the JSON")
     args = ap.parse_args()
     if args.report_only:
@@ -200,7 +206,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    clips = live_clips(args.work) + attack_clips(args.work, args.per_kind)
+    clips = live_clips(args.work) + attack_clips(args.work, args.per_kind, args.room_blur)
     rows = []
     for c in clips:
         row = {k: (str(v) if isinstance(v, Path) else v) for k, v in c.items()}
@@ -221,7 +227,8 @@ def main() -> None:
                 flush=True,
             )
     result = {
-        "command": f"nice python benchmarks/liveness.py --per-kind {args.per_kind}",
+        "command": "nice python benchmarks/liveness.py " + " ".join(sys.argv[1:]),
+        "name": "liveness" if args.room_blur == 3.0 else f"liveness_room{args.room_blur:g}",
         "load_average_start": load0,
         "load_average_end": os.getloadavg(),
         "seconds": time.perf_counter() - t0,
@@ -236,8 +243,9 @@ def main() -> None:
 def _write(result: dict) -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "liveness.json").write_text(json.dumps(result, indent=1, default=float))
-    (out / "liveness.md").write_text(_markdown(result))
+    name = result.get("name", "liveness")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=float))
+    (out / f"{name}.md").write_text(_markdown(result))
     print(_markdown(result))
 
 
