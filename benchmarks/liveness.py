@@ -246,7 +246,48 @@ def _write(result: dict) -> None:
     name = result.get("name", "liveness")
     (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=float))
     (out / f"{name}.md").write_text(_markdown(result))
+    _plot(result, out / f"{name}.png")
     print(_markdown(result))
+
+
+# The cues the rule compares with a threshold: (measure, Thresholds field, log scale)
+PLOTTED = (
+    ("carried", "carried_fraction", False),
+    ("pixel_change", "frozen_pixels", True),
+    ("pixel_loop", "loop_pixels", True),
+)
+
+
+def _plot(result: dict, path: Path) -> None:
+    """Each clip's measures (passive, final verdict) by kind, dev and test, with the rule's
+    thresholds: where the margins are, at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convlens.faces.liveness import THRESHOLDS
+
+    kinds = ("live", *KINDS)
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(5 * len(PLOTTED), 4))
+    for ax, (measure, field, log) in zip(axes, PLOTTED, strict=True):
+        for split, marker, dy in (("dev", "o", -0.12), ("test", "^", 0.12)):
+            for row, kind in enumerate(kinds):
+                xs = [c["passive"]["measures"].get(measure) for c in result["clips"]
+                      if c["split"] == split and c["kind"] == kind]  # fmt: skip
+                xs = [x for x in xs if x is not None and x >= 0]
+                ax.scatter(xs, [row + dy] * len(xs), marker=marker, s=18, alpha=0.7,
+                           color="tab:green" if kind == "live" else "tab:red",
+                           label=split if row == 1 else None)  # fmt: skip
+        ax.axvline(getattr(THRESHOLDS, field), color="k", lw=1, ls="--")
+        ax.set_yticks(range(len(kinds)), kinds)
+        ax.set_xscale("log" if log else "linear")
+        ax.set_title(f"{measure} (threshold {getattr(THRESHOLDS, field):g})")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Liveness measures per clip ({result['command']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _markdown(result: dict) -> str:
