@@ -32,12 +32,6 @@ MIN_LAG_S = 0.4
 EVERY = 5  # measure every 5th frame: enough, and cheap
 
 
-def _cv2():
-    import cv2
-
-    return cv2
-
-
 class FacePixels:
     """History of grey frames (halved) for one track; `observe` returns (typical, best) or
     None when there is not enough history yet or it is not a measuring frame."""
@@ -48,7 +42,8 @@ class FacePixels:
         self._count = 0
 
     def observe(self, time: float, gray: np.ndarray, points: np.ndarray):
-        cv2 = _cv2()
+        import cv2  # here, not at import: `convlens --help` stays fast
+
         self.frames.append((time, cv2.pyrDown(gray)))
         while self.frames and time - self.frames[0][0] > HISTORY_S:
             self.frames.popleft()
@@ -68,7 +63,8 @@ class FacePixels:
         return float(np.median(diffs)), float(diffs.min())
 
     def _crops(self, points: np.ndarray) -> np.ndarray | None:
-        cv2 = _cv2()
+        import cv2
+
         h, w = self.frames[-1][1].shape
         x0, y0 = np.floor(points.min(0) / 2).astype(int)
         x1, y1 = np.ceil(points.max(0) / 2).astype(int)

@@ -35,15 +35,10 @@ FACE_MOVED_IOD = 0.03  # below this the face hardly moved: no evidence either wa
 MAX_CORNERS = 80
 
 
-def _cv2():
-    import cv2
-
-    return cv2
-
-
 def shrink(gray: np.ndarray) -> tuple[np.ndarray, float]:
     """The frame at most CONTEXT_WIDTH wide (by halving), and the scale applied."""
-    cv2 = _cv2()
+    import cv2  # here, not at import: `convlens --help` stays fast
+
     scale = 1.0
     while gray.shape[1] > CONTEXT_WIDTH:
         gray = cv2.pyrDown(gray)
@@ -72,7 +67,8 @@ def carried_share(
     face_move = np.linalg.norm(apply_homography(sim, p_before[RIGID]) - p_before[RIGID], axis=1)
     if np.median(face_move) < FACE_MOVED_IOD * interocular(p_after):
         return None
-    cv2 = _cv2()
+    import cv2
+
     found = cv2.goodFeaturesToTrack(
         before, MAX_CORNERS, 0.02, 7, mask=context_mask(p_before, before.shape)
     )

@@ -18,6 +18,7 @@ The decision from these numbers is in decide.py.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,7 +113,7 @@ class CueState:
             recent.popleft()
 
 
-def _index_at(times, t: float) -> int | None:
+def _index_at(times: Sequence[float], t: float) -> int | None:
     """Index of the newest stored frame at or before time t (None if none is)."""
     for j in range(len(times) - 1, -1, -1):
         if times[j] <= t + 1e-6:
