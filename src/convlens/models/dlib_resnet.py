@@ -42,7 +42,6 @@ from convlens.errors import ConvlensError
 from convlens.models.face_models import face_encoder_extras, open_set_threshold
 from convlens.models.files import save_torch_file
 from convlens.models.registry import InputFormat, Weights, register_model
-from convlens.models.weights import package_file
 
 MODEL_ID = "dlib_face_recognition_resnet_model_v1"
 # sha256 of the file shipped by face-recognition-models 0.3.0 (embeddings keep MODEL_ID).
@@ -319,7 +318,7 @@ def load_dlib_face_resnet(path: str | os.PathLike | None = None) -> DlibFaceResN
     loads read the converted weights from convlens' cache. A file that is not this network
     raises ConvlensError naming it.
     """
-    path = Path(path) if path is not None else package_file(WEIGHTS.package, *WEIGHTS.parts)
+    path = Path(path) if path is not None else WEIGHTS.require()
     if not path.is_file():
         raise ConvlensError(f"{path}: no such model file")
     digest = _sha256(path)

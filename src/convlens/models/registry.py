@@ -84,13 +84,9 @@ class Weights:
 
     def path(self) -> Path | None:
         """The weights file, or None when the package is not installed (or there is none)."""
-        if self.package is None:
-            return None
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or spec.origin is None:
-            return None
-        path = Path(spec.origin).parent.joinpath(*self.parts)
-        return path if path.exists() else None
+        from convlens.models.weights import installed_file
+
+        return None if self.package is None else installed_file(self.package, *self.parts)
 
     def require(self) -> Path:
         """The weights file, or a one-line error saying what to install."""

